@@ -1,0 +1,6 @@
+// Package rotator decides when things are renewed: the pure time math of a
+// certificate's renewal time, the ordered reasons to reissue, the audit sweep
+// schedule and the CA rotation schedule. Time is always injected.
+//
+// It must not sign certificates or write to Kubernetes itself.
+package rotator
