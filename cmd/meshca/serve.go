@@ -1,0 +1,295 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/term"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+)
+
+// serveOptions are the daemon's settings; DESIGN.md's "The daemon" table is
+// their contract. Every flag is also read from MESHCA_<FLAG> (see bindEnv).
+type serveOptions struct {
+	kubeconfig           string
+	namespace            string
+	trustDomain          string
+	clusterDomain        string
+	leafDuration         time.Duration
+	keyAlgorithm         string
+	auditSchedule        string
+	maxIssuanceRate      float64
+	kubeAPIQPS           float32
+	kubeAPIBurst         int
+	tlsContextSelector   string
+	gatewayServiceAcct   string
+	allowedDNSSuffixes   []string
+	allowWildcards       bool
+	allowIPSANs          bool
+	allowCrossNamespace  bool
+	bundleNamespaceSel   string
+	secretCleanup        string
+	webhookPort          int
+	webhookConfiguration string
+	webhookNames         []string
+	metricsAddress       string
+	healthAddress        string
+	leaderElect          bool
+	logFormat            string
+	logLevel             string
+}
+
+func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
+	fs.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig of the API server to use; empty means the in-cluster config")
+	fs.StringVar(&o.namespace, "namespace", "", "namespace of the CA Secret, the leader Lease and the webhook Secret; default: the pod's namespace, else meshca-system")
+	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of issued identities (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)")
+	fs.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of Services (<svc>.<ns>.svc.<cluster-domain>)")
+	fs.DurationVar(&o.leafDuration, "leaf-duration", 24*time.Hour, "default lifetime of issued certificates")
+	fs.StringVar(&o.keyAlgorithm, "key-algorithm", "ecdsa-p256", "default key algorithm of issued certificates: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096 or ed25519")
+	fs.StringVar(&o.auditSchedule, "audit-schedule", "@every 5m", "cron spec of the sweep that re-checks every managed Secret and repairs drift")
+	fs.Float64Var(&o.maxIssuanceRate, "max-issuance-rate", 50, "certificates signed per second at most (a burst of the same size is allowed)")
+	fs.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 100, "queries per second to the API server at most")
+	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "burst of queries to the API server above --kube-api-qps")
+	fs.StringVar(&o.tlsContextSelector, "tlscontext-selector", "", "label selector of TLSContexts managed without the meshca.io/issue annotation; empty: none")
+	fs.StringVar(&o.gatewayServiceAcct, "gateway-service-account", "ambassador", "service account in a gateway's SPIFFE ID when its TLSContext names none (meshca.io/service-account)")
+	fs.StringSliceVar(&o.allowedDNSSuffixes, "allowed-dns-suffixes", nil, "DNS suffixes any namespace may claim, comma-separated (beyond its own <ns>.svc names)")
+	fs.BoolVar(&o.allowWildcards, "allow-wildcards", false, "allow wildcard DNS names in issued certificates")
+	fs.BoolVar(&o.allowIPSANs, "allow-ip-sans", false, "allow IP address SANs in issued certificates")
+	fs.BoolVar(&o.allowCrossNamespace, "allow-cross-namespace-secrets", false, "write Secrets in other namespaces (name.namespace) without the target's meshca.io/accept-secrets-from label")
+	fs.StringVar(&o.bundleNamespaceSel, "bundle-namespace-selector", "", "label selector of namespaces that get the meshca-trust-bundle ConfigMap; empty: all")
+	fs.StringVar(&o.secretCleanup, "secret-cleanup", "keep", "what happens to Secrets meshca wrote when their source goes away: keep or delete")
+	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook (POST /mutate)")
+	fs.StringVar(&o.webhookConfiguration, "webhook-configuration", "meshca", "name of the MutatingWebhookConfiguration whose caBundle meshca maintains")
+	fs.StringSliceVar(&o.webhookNames, "webhook-names", nil, "DNS names or IPs in the webhook's serving certificate; default meshca.<namespace>.svc and meshca.<namespace>.svc.<cluster-domain> (use 127.0.0.1 out of cluster)")
+	fs.StringVar(&o.metricsAddress, "metrics-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
+	fs.StringVar(&o.healthAddress, "health-address", ":8081", "address of /healthz and /readyz; 0 disables them")
+	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run controllers only on the holder of the meshca Lease; the webhook serves on every replica")
+	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, json otherwise)")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+}
+
+// validate checks what flag parsing alone cannot.
+func (o *serveOptions) validate() error {
+	var errs []error
+	if o.leafDuration <= 0 {
+		errs = append(errs, fmt.Errorf("--leaf-duration must be positive, got %s", o.leafDuration))
+	}
+	if o.maxIssuanceRate <= 0 {
+		errs = append(errs, fmt.Errorf("--max-issuance-rate must be positive, got %v", o.maxIssuanceRate))
+	}
+	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
+		errs = append(errs, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive"))
+	}
+	if o.secretCleanup != "keep" && o.secretCleanup != "delete" {
+		errs = append(errs, fmt.Errorf("--secret-cleanup must be keep or delete, got %q", o.secretCleanup))
+	}
+	if o.webhookPort < 1 || o.webhookPort > 65535 {
+		errs = append(errs, fmt.Errorf("--webhook-port must be 1-65535, got %d", o.webhookPort))
+	}
+	for _, sel := range []struct{ flag, value string }{{"--tlscontext-selector", o.tlsContextSelector}, {"--bundle-namespace-selector", o.bundleNamespaceSel}} {
+		if _, err := labels.Parse(sel.value); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", sel.flag, err))
+		}
+	}
+	switch o.logFormat {
+	case "auto", "json", "text":
+	default:
+		errs = append(errs, fmt.Errorf("--log-format must be auto, json or text, got %q", o.logFormat))
+	}
+	if _, err := parseLevel(o.logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// complete fills defaults that depend on other settings or the environment.
+func (o *serveOptions) complete() {
+	if o.namespace == "" {
+		o.namespace = podNamespace()
+	}
+	if len(o.webhookNames) == 0 {
+		o.webhookNames = []string{
+			"meshca." + o.namespace + ".svc",
+			"meshca." + o.namespace + ".svc." + o.clusterDomain,
+		}
+	}
+}
+
+// podNamespace is the namespace of the pod meshca runs in, else meshca-system.
+func podNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	if b, err := os.ReadFile("/var/run/secrets/kubernetes.io/serviceaccount/namespace"); err == nil {
+		if ns := strings.TrimSpace(string(b)); ns != "" {
+			return ns
+		}
+	}
+	return "meshca-system"
+}
+
+func newServeCommand() *cobra.Command {
+	o := &serveOptions{}
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the daemon: CA, controllers and rotator (on the leader), webhook, metrics and health",
+		Long: `Run the meshca daemon. Controllers and the rotator run on the replica holding
+the Lease "meshca" in --namespace; the admission webhook, /metrics, /healthz and
+/readyz serve on every replica. SIGTERM or SIGINT shuts down cleanly.
+
+Every flag can also be set by an environment variable: MESHCA_ followed by the
+flag name in upper case with dashes as underscores (--leaf-duration is
+MESHCA_LEAF_DURATION). A flag given on the command line wins.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := bindEnv(cmd.Flags(), os.LookupEnv); err != nil {
+				return err
+			}
+			if err := o.validate(); err != nil {
+				return err
+			}
+			o.complete()
+			return runServe(cmd.Context(), o)
+		},
+	}
+	o.addFlags(cmd.Flags())
+	annotateEnv(cmd.Flags())
+	return cmd
+}
+
+// envName is the environment variable that sets flag name.
+func envName(name string) string {
+	return "MESHCA_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+}
+
+// annotateEnv appends each flag's environment variable to its help text.
+func annotateEnv(fs *pflag.FlagSet) {
+	fs.VisitAll(func(f *pflag.Flag) {
+		f.Usage += " (env " + envName(f.Name) + ")"
+	})
+}
+
+// bindEnv sets every flag not given on the command line from its
+// environment variable, if present.
+func bindEnv(fs *pflag.FlagSet, lookup func(string) (string, bool)) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if f.Changed {
+			return
+		}
+		v, ok := lookup(envName(f.Name))
+		if !ok {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", envName(f.Name), v, err))
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func parseLevel(s string) (slog.Level, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(s)); err != nil {
+		return l, fmt.Errorf("--log-level must be debug, info, warn or error, got %q", s)
+	}
+	return l, nil
+}
+
+// newLogger returns a structured logger: JSON in a cluster, text on a terminal.
+func newLogger(format, level string) *slog.Logger {
+	lvl, _ := parseLevel(level)
+	opts := &slog.HandlerOptions{Level: lvl}
+	if format == "auto" {
+		format = "json"
+		if term.IsTerminal(int(os.Stderr.Fd())) {
+			format = "text"
+		}
+	}
+	if format == "text" {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+}
+
+// restConfig loads --kubeconfig, or the in-cluster config when it is empty.
+func restConfig(path string, qps float32, burst int) (*rest.Config, error) {
+	var cfg *rest.Config
+	var err error
+	if path == "" {
+		cfg, err = rest.InClusterConfig()
+	} else {
+		cfg, err = clientcmd.BuildConfigFromFlags("", path)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig %q: %w", path, err)
+	}
+	cfg.QPS, cfg.Burst = qps, burst
+	cfg.UserAgent = "meshca/" + version
+	return cfg, nil
+}
+
+// managedSecrets selects the Secrets meshca writes; the informer cache holds
+// only those, so memory does not grow with the cluster's other Secrets.
+var managedSecrets = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
+
+func runServe(ctx context.Context, o *serveOptions) error {
+	log := newLogger(o.logFormat, o.logLevel)
+	logger := logr.FromSlogHandler(log.Handler())
+	ctrl.SetLogger(logger)
+
+	cfg, err := restConfig(o.kubeconfig, o.kubeAPIQPS, o.kubeAPIBurst)
+	if err != nil {
+		return err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        logger,
+		LeaderElection:                o.leaderElect,
+		LeaderElectionID:              "meshca",
+		LeaderElectionNamespace:       o.namespace,
+		LeaderElectionReleaseOnCancel: true,
+		HealthProbeBindAddress:        o.healthAddress,
+		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
+		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
+			&corev1.Secret{}: {Label: managedSecrets},
+		}},
+	})
+	if err != nil {
+		return fmt.Errorf("create manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return err
+	}
+	log.Info("starting meshca", "version", version, "namespace", o.namespace,
+		"trustDomain", o.trustDomain, "leaderElect", o.leaderElect)
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signalContext(ctx)
+	defer stop()
+	if err := mgr.Start(ctx); err != nil {
+		return fmt.Errorf("run: %w", err)
+	}
+	log.Info("meshca stopped")
+	return nil
+}
