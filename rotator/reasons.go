@@ -1,0 +1,301 @@
+package rotator
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Reasons to (re)issue a certificate, recorded on Secrets and in Events.
+const (
+	ReasonMissing             = "Missing"
+	ReasonUnparsable          = "Unparsable"
+	ReasonKeyMismatch         = "KeyMismatch"
+	ReasonIssuerNotTrusted    = "IssuerNotTrusted"
+	ReasonNamesChanged        = "NamesChanged"
+	ReasonKeyAlgorithmChanged = "KeyAlgorithmChanged"
+	ReasonNearExpiry          = "NearExpiry"
+)
+
+// Observed is what a Secret holds, parsed once for all checks.
+type Observed struct {
+	// Present is false when the Secret does not exist.
+	Present bool
+	// Leaf is the first certificate of tls.crt; Chain the ones after it.
+	Leaf  *x509.Certificate
+	Chain []*x509.Certificate
+	// Key is the parsed tls.key.
+	Key crypto.Signer
+	// Err says why tls.crt or tls.key could not be parsed; nil when both did.
+	Err error
+}
+
+// Observe parses a Secret's tls.crt and tls.key. present is false for a
+// Secret that does not exist.
+func Observe(present bool, certPEM, keyPEM []byte) *Observed {
+	o := &Observed{Present: present}
+	if !present {
+		return o
+	}
+	certs, err := ParseCertificates(certPEM)
+	if err != nil {
+		o.Err = fmt.Errorf("tls.crt: %w", err)
+		return o
+	}
+	o.Leaf, o.Chain = certs[0], certs[1:]
+	if o.Key, err = ParsePrivateKey(keyPEM); err != nil {
+		o.Err = fmt.Errorf("tls.key: %w", err)
+	}
+	return o
+}
+
+// Wanted is the certificate a source object asks for.
+type Wanted struct {
+	DNSNames     []string
+	URIs         []string
+	IPAddresses  []string
+	KeyAlgorithm string // as ca.KeyAlgorithm spells it, e.g. ecdsa-p256
+}
+
+// Input is everything a check may look at. Checks are pure functions of it.
+type Input struct {
+	Now      time.Time
+	Observed *Observed
+	Wanted   Wanted
+	// Roots is the current trust bundle.
+	Roots *x509.CertPool
+	// Policy decides the renewal time.
+	Policy Policy
+}
+
+// Check is one named reason to reissue: it returns the reason, a message for
+// humans and whether reissuing is needed.
+type Check func(in Input) (reason, message string, needed bool)
+
+// DefaultChecks are evaluated in this order; the first that fires is the
+// recorded reason.
+var DefaultChecks = []Check{
+	SecretMissing,
+	SecretUnparsable,
+	KeyMismatch,
+	IssuerNotTrusted,
+	NamesChanged,
+	KeyAlgorithmChanged,
+	NearExpiry,
+}
+
+// Decision is the outcome of the checks.
+type Decision struct {
+	Needed  bool
+	Reason  string
+	Message string
+	// RenewAt is when the current certificate is due; zero when there is none.
+	RenewAt time.Time
+}
+
+// Evaluate runs checks in order and returns the first that fires, or a
+// decision that nothing is needed with the time of the next renewal.
+func Evaluate(in Input, checks []Check) Decision {
+	d := Decision{}
+	if in.Observed != nil && in.Observed.Leaf != nil {
+		d.RenewAt = RenewalTime(in.Observed.Leaf.NotBefore, in.Observed.Leaf.NotAfter, in.Policy, in.Observed.Leaf.SerialNumber.Bytes())
+	}
+	for _, c := range checks {
+		if reason, msg, needed := c(in); needed {
+			d.Needed, d.Reason, d.Message = true, reason, msg
+			return d
+		}
+	}
+	return d
+}
+
+// SecretMissing fires when the Secret does not exist.
+func SecretMissing(in Input) (string, string, bool) {
+	if in.Observed == nil || !in.Observed.Present {
+		return ReasonMissing, "the Secret does not exist", true
+	}
+	return "", "", false
+}
+
+// SecretUnparsable fires when tls.crt or tls.key cannot be parsed.
+func SecretUnparsable(in Input) (string, string, bool) {
+	if in.Observed.Err != nil {
+		return ReasonUnparsable, in.Observed.Err.Error(), true
+	}
+	return "", "", false
+}
+
+// KeyMismatch fires when tls.key is not the key of tls.crt.
+func KeyMismatch(in Input) (string, string, bool) {
+	pub, ok := in.Observed.Key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(in.Observed.Leaf.PublicKey) {
+		return ReasonKeyMismatch, "tls.key does not match the certificate in tls.crt", true
+	}
+	return "", "", false
+}
+
+// IssuerNotTrusted fires when the certificate does not chain to the trust
+// bundle (the CA changed, or its root left the bundle).
+func IssuerNotTrusted(in Input) (string, string, bool) {
+	inter := x509.NewCertPool()
+	for _, c := range in.Observed.Chain {
+		inter.AddCert(c)
+	}
+	_, err := in.Observed.Leaf.Verify(x509.VerifyOptions{
+		Roots:         in.Roots,
+		Intermediates: inter,
+		CurrentTime:   in.Observed.Leaf.NotBefore.Add(in.Observed.Leaf.NotAfter.Sub(in.Observed.Leaf.NotBefore) / 2),
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageAny},
+	})
+	if err != nil {
+		return ReasonIssuerNotTrusted, fmt.Sprintf("the certificate does not chain to the trust bundle: %v", err), true
+	}
+	return "", "", false
+}
+
+// NamesChanged fires when the DNS names, URIs or IP addresses differ from
+// what the source asks for (order does not matter).
+func NamesChanged(in Input) (string, string, bool) {
+	leaf := in.Observed.Leaf
+	var uris, ips []string
+	for _, u := range leaf.URIs {
+		uris = append(uris, u.String())
+	}
+	for _, ip := range leaf.IPAddresses {
+		ips = append(ips, ip.String())
+	}
+	var diffs []string
+	for _, d := range []struct {
+		what       string
+		have, want []string
+	}{{"DNS names", leaf.DNSNames, in.Wanted.DNSNames}, {"URIs", uris, in.Wanted.URIs}, {"IP addresses", ips, in.Wanted.IPAddresses}} {
+		if !sameSet(d.have, d.want) {
+			diffs = append(diffs, fmt.Sprintf("%s [%s] wanted [%s]", d.what, strings.Join(d.have, ","), strings.Join(d.want, ",")))
+		}
+	}
+	if len(diffs) > 0 {
+		return ReasonNamesChanged, "names differ: " + strings.Join(diffs, "; "), true
+	}
+	return "", "", false
+}
+
+// KeyAlgorithmChanged fires when the certificate's key is not of the wanted
+// algorithm. An empty wanted algorithm accepts any.
+func KeyAlgorithmChanged(in Input) (string, string, bool) {
+	if in.Wanted.KeyAlgorithm == "" {
+		return "", "", false
+	}
+	have := KeyAlgorithmOf(in.Observed.Leaf.PublicKey)
+	if have != in.Wanted.KeyAlgorithm {
+		return ReasonKeyAlgorithmChanged, fmt.Sprintf("key algorithm is %s, wanted %s", have, in.Wanted.KeyAlgorithm), true
+	}
+	return "", "", false
+}
+
+// NearExpiry fires once the renewal time of the certificate has come.
+func NearExpiry(in Input) (string, string, bool) {
+	leaf := in.Observed.Leaf
+	at := RenewalTime(leaf.NotBefore, leaf.NotAfter, in.Policy, leaf.SerialNumber.Bytes())
+	if !in.Now.Before(at) {
+		return ReasonNearExpiry, fmt.Sprintf("renewal was due at %s; the certificate expires at %s",
+			at.UTC().Format(time.RFC3339), leaf.NotAfter.UTC().Format(time.RFC3339)), true
+	}
+	return "", "", false
+}
+
+// KeyAlgorithmOf names a public key the way ca.KeyAlgorithm does.
+func KeyAlgorithmOf(pub crypto.PublicKey) string {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return "ecdsa-p256"
+		case elliptic.P384():
+			return "ecdsa-p384"
+		}
+		return "ecdsa-" + k.Curve.Params().Name
+	case *rsa.PublicKey:
+		return fmt.Sprintf("rsa-%d", k.N.BitLen())
+	case ed25519.PublicKey:
+		return "ed25519"
+	}
+	return fmt.Sprintf("%T", pub)
+}
+
+func sameSet(a, b []string) bool {
+	a, b = slices.Clone(a), slices.Clone(b)
+	slices.Sort(a)
+	slices.Sort(b)
+	return slices.Equal(slices.Compact(a), slices.Compact(b))
+}
+
+// ErrNoCertificate is returned by ParseCertificates for input without any.
+var ErrNoCertificate = errors.New("no PEM CERTIFICATE block")
+
+// ParseCertificates parses every CERTIFICATE block of a PEM bundle, in order.
+// Other block types are skipped; text between blocks is ignored.
+func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for len(bytes.TrimSpace(data)) > 0 {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			break
+		}
+		if block.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(block.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, ErrNoCertificate
+	}
+	return certs, nil
+}
+
+// ParsePrivateKey parses the first private key of PEM data: PKCS#8, PKCS#1
+// RSA or SEC 1 EC, as Emissary accepts.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			return nil, errors.New("no PEM private key block")
+		}
+		var key any
+		var err error
+		switch block.Type {
+		case "PRIVATE KEY":
+			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
+		case "RSA PRIVATE KEY":
+			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
+		case "EC PRIVATE KEY":
+			key, err = x509.ParseECPrivateKey(block.Bytes)
+		default:
+			continue
+		}
+		if err != nil {
+			// The parse error never quotes key material.
+			return nil, fmt.Errorf("parse %s: %w", block.Type, err)
+		}
+		s, ok := key.(crypto.Signer)
+		if !ok {
+			return nil, fmt.Errorf("%s holds a %T, not a signing key", block.Type, key)
+		}
+		return s, nil
+	}
+}
