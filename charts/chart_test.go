@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,6 +50,19 @@ var (
 		}
 		return path, nil
 	})
+
+	// readChart reads every file of the chart once in this process. helm
+	// reads them in a subprocess, which go test's result cache cannot see;
+	// reading them here makes an edited template invalidate cached results.
+	readChart = sync.OnceValue(func() error {
+		return filepath.WalkDir(chartDir, func(path string, d fs.DirEntry, err error) error {
+			if err != nil || d.IsDir() {
+				return err
+			}
+			_, err = os.ReadFile(path)
+			return err
+		})
+	})
 )
 
 // renderCase is one set of values the chart is rendered, linted and applied
@@ -81,6 +95,9 @@ func runHelm(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	bin, err := helmPath()
 	if err != nil {
 		t.Fatalf("build helm (tests need it and never skip without it): %v", err)
+	}
+	if err := readChart(); err != nil {
+		t.Fatalf("read the chart: %v", err)
 	}
 	home := t.TempDir()
 	cmd := exec.Command(bin, args...)
