@@ -84,7 +84,13 @@ func TestApply(t *testing.T) {
 	for _, name := range []string{"default", "custom"} {
 		tc := tests[name]
 		t.Run(name, func(t *testing.T) {
-			ns := env.Namespace(t)
+			// The release namespace warns about pods that the restricted Pod
+			// Security Standard would refuse; the API server evaluates the
+			// pod templates of Deployments against it.
+			ns := env.Namespace(t, map[string]string{
+				"pod-security.kubernetes.io/enforce": "restricted",
+				"pod-security.kubernetes.io/warn":    "restricted",
+			})
 			other := env.Namespace(t)
 			args := tc.args()
 			// Names in the checks: "" is the release namespace, "*" one the
@@ -143,6 +149,18 @@ func TestApply(t *testing.T) {
 				if err != nil {
 					t.Fatalf("kubectl apply --server-side --dry-run=%s: %v\n%s", dryRun, err, out)
 				}
+				if strings.Contains(out, "violate PodSecurity") {
+					t.Errorf("meshca's pods would break the restricted Pod Security Standard:\n%s", out)
+				}
+			}
+			// The warning above is live: a pod template without a security
+			// context in the same namespace draws it.
+			unrestricted := filepath.Join(t.TempDir(), "unrestricted.yaml")
+			if err := os.WriteFile(unrestricted, []byte(probeDeployment(ns)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if out, _ := env.Kubectl(t, "apply", "--server-side", "--dry-run=server", "-f", unrestricted); !strings.Contains(out, "violate PodSecurity") {
+				t.Errorf("no Pod Security warning for a pod template without a security context; the check above proves nothing:\n%s", out)
 			}
 
 			for _, c := range tc.checks {
