@@ -1,0 +1,59 @@
+package charts_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshca/meshca/internal/testenv"
+)
+
+// TestHelmInstall installs the chart the way users do, with helm itself,
+// which also renders NOTES.txt, then uninstalls it: the TLSContext CRD must
+// survive (helm.sh/resource-policy: keep), or every TLSContext in the
+// cluster would go with it.
+func TestHelmInstall(t *testing.T) {
+	env := testenv.Get(t)
+	ns := env.Namespace(t)
+	kube := []string{"--kubeconfig", env.Kubeconfig, "--namespace", ns}
+	// The control plane installed the CRD from config/crd before any test;
+	// --take-ownership lets the release adopt it, as it would adopt one an
+	// earlier, helm-less install left behind. The webhook configuration gets
+	// its own name so it cannot meet TestApply's.
+	install := append([]string{"install", "meshca", chartDir, "--take-ownership", "--set", "webhook.configurationName=meshca-helm-install"}, kube...)
+	out, stderr, err := runHelm(t, install...)
+	if err != nil {
+		t.Fatalf("helm install: %v\n%s%s", err, out, stderr)
+	}
+	uninstalled := false
+	t.Cleanup(func() {
+		if !uninstalled {
+			runHelm(t, append([]string{"uninstall", "meshca"}, kube...)...)
+		}
+	})
+	for _, want := range []string{
+		"kubectl annotate tlscontext <name> meshca.io/issue=true",
+		"Secret " + ns + "/meshca-ca",
+		"failurePolicy is Fail",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("helm install output lacks %q:\n%s", want, out)
+		}
+	}
+
+	out, stderr, err = runHelm(t, append([]string{"uninstall", "meshca"}, kube...)...)
+	if err != nil {
+		t.Fatalf("helm uninstall: %v\n%s%s", err, out, stderr)
+	}
+	uninstalled = true
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: "tlscontexts.getambassador.io"}, &crd); err != nil {
+		t.Fatalf("the TLSContext CRD is gone after helm uninstall: %v", err)
+	}
+	if crd.DeletionTimestamp != nil {
+		t.Fatal("helm uninstall is deleting the TLSContext CRD")
+	}
+}

@@ -1,0 +1,87 @@
+{{/*
+Full name of the release's objects: fullnameOverride, else the release name
+when it already contains the chart name, else "<release>-meshca". Truncated to
+63 characters because some fields (labels, Service names) are DNS labels.
+*/}}
+{{- define "meshca.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else if contains .Chart.Name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Labels that select meshca's pods; they must never change after install. */}}
+{{- define "meshca.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Chart.Name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Labels of every object the chart creates. */}}
+{{- define "meshca.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "meshca.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end -}}
+
+{{- define "meshca.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "meshca.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "meshca.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/*
+DNS names of the webhook's serving certificate: webhook.names, else the names
+the API server uses to reach the Service.
+*/}}
+{{- define "meshca.webhookNames" -}}
+{{- if .Values.webhook.names -}}
+{{- join "," .Values.webhook.names -}}
+{{- else -}}
+{{- $svc := printf "%s.%s.svc" (include "meshca.fullname" .) .Release.Namespace -}}
+{{- printf "%s,%s.%s" $svc $svc .Values.clusterDomain -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Arguments of `meshca serve`: one flag per daemon setting, as a YAML list
+(toYaml quotes values such as cron specs and selectors where YAML needs it).
+Settings whose default is "none" are left out when empty.
+*/}}
+{{- define "meshca.args" -}}
+{{- $v := .Values -}}
+{{- $a := list "serve" (printf "--namespace=%s" .Release.Namespace) -}}
+{{- with $v.kubeconfig }}{{ $a = append $a (printf "--kubeconfig=%s" .) }}{{ end -}}
+{{- $a = append $a (printf "--trust-domain=%s" $v.trustDomain) -}}
+{{- $a = append $a (printf "--cluster-domain=%s" $v.clusterDomain) -}}
+{{- $a = append $a (printf "--leaf-duration=%s" $v.leafDuration) -}}
+{{- $a = append $a (printf "--key-algorithm=%s" $v.keyAlgorithm) -}}
+{{- $a = append $a (printf "--audit-schedule=%s" $v.auditSchedule) -}}
+{{- $a = append $a (printf "--max-issuance-rate=%v" $v.maxIssuanceRate) -}}
+{{- $a = append $a (printf "--kube-api-qps=%v" $v.kubeAPI.qps) -}}
+{{- $a = append $a (printf "--kube-api-burst=%v" $v.kubeAPI.burst) -}}
+{{- with $v.tlscontextSelector }}{{ $a = append $a (printf "--tlscontext-selector=%s" .) }}{{ end -}}
+{{- $a = append $a (printf "--gateway-service-account=%s" $v.gatewayServiceAccount) -}}
+{{- with $v.policy.allowedDNSSuffixes }}{{ $a = append $a (printf "--allowed-dns-suffixes=%s" (join "," .)) }}{{ end -}}
+{{- $a = append $a (printf "--allow-wildcards=%t" $v.policy.allowWildcards) -}}
+{{- $a = append $a (printf "--allow-ip-sans=%t" $v.policy.allowIPSANs) -}}
+{{- $a = append $a (printf "--allow-cross-namespace-secrets=%t" $v.policy.allowCrossNamespaceSecrets) -}}
+{{- with $v.bundleNamespaceSelector }}{{ $a = append $a (printf "--bundle-namespace-selector=%s" .) }}{{ end -}}
+{{- $a = append $a (printf "--secret-cleanup=%s" $v.secretCleanup) -}}
+{{- $a = append $a (printf "--webhook-port=%v" $v.webhook.port) -}}
+{{- $a = append $a (printf "--webhook-configuration=%s" $v.webhook.configurationName) -}}
+{{- $a = append $a (printf "--webhook-names=%s" (include "meshca.webhookNames" .)) -}}
+{{- $a = append $a (printf "--metrics-address=:%v" $v.metrics.port) -}}
+{{- $a = append $a (printf "--health-address=:%v" $v.health.port) -}}
+{{- $a = append $a (printf "--leader-elect=%t" $v.leaderElect) -}}
+{{- toYaml (concat $a $v.extraArgs) -}}
+{{- end -}}
