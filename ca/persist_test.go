@@ -156,10 +156,12 @@ func TestLoadDirErrors(t *testing.T) {
 		wantErr error
 		want    string
 	}{
-		"empty folder":     {func(dir string) { os.RemoveAll(dir); os.Mkdir(dir, 0o700) }, ca.ErrNotFound, ""},
-		"missing folder":   {func(dir string) { os.RemoveAll(dir) }, ca.ErrNotFound, ""},
-		"corrupt root":     {func(dir string) { os.WriteFile(filepath.Join(dir, "root.crt"), []byte("x"), 0o600) }, ca.ErrInvalidCA, "root.crt"},
-		"key mismatch":     {func(dir string) { os.WriteFile(filepath.Join(dir, "intermediate.key"), other.IntermediateKeyPEM, 0o600) }, ca.ErrInvalidCA, "signing key does not match"},
+		"empty folder":   {func(dir string) { os.RemoveAll(dir); os.Mkdir(dir, 0o700) }, ca.ErrNotFound, ""},
+		"missing folder": {func(dir string) { os.RemoveAll(dir) }, ca.ErrNotFound, ""},
+		"corrupt root":   {func(dir string) { os.WriteFile(filepath.Join(dir, "root.crt"), []byte("x"), 0o600) }, ca.ErrInvalidCA, "root.crt"},
+		"key mismatch": {func(dir string) {
+			os.WriteFile(filepath.Join(dir, "intermediate.key"), other.IntermediateKeyPEM, 0o600)
+		}, ca.ErrInvalidCA, "signing key does not match"},
 		"missing key file": {func(dir string) { os.Remove(filepath.Join(dir, "intermediate.key")) }, ca.ErrInvalidCA, "intermediate.key missing"},
 	}
 	for name, tc := range cases {
