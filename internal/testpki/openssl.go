@@ -1,6 +1,7 @@
 package testpki
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -83,7 +84,8 @@ type TLSServer struct {
 }
 
 // StartTLSServer starts openssl s_server on a free port with the given PEM
-// files; it is killed when the test ends.
+// files (certFile holds the leaf and its chain); it is killed when the test
+// ends.
 func StartTLSServer(t testing.TB, certFile, keyFile, caFile string) *TLSServer {
 	t.Helper()
 	for attempt := 0; attempt < 3; attempt++ {
@@ -91,7 +93,7 @@ func StartTLSServer(t testing.TB, certFile, keyFile, caFile string) *TLSServer {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		out := &bytes.Buffer{}
 		cmd := exec.CommandContext(ctx, OpenSSL(t), "s_server", "-accept", "127.0.0.1:"+strconv.Itoa(port),
-			"-cert", certFile, "-key", keyFile, "-CAfile", caFile, "-Verify", "2", "-verify_return_error", "-rev")
+			"-cert", certFile, "-cert_chain", certFile, "-key", keyFile, "-CAfile", caFile, "-Verify", "2", "-verify_return_error", "-rev")
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.WaitDelay = time.Second
 		if err := cmd.Start(); err != nil {
@@ -127,7 +129,8 @@ func StartTLSServer(t testing.TB, certFile, keyFile, caFile string) *TLSServer {
 
 // Dial connects with openssl s_client, verifying the server against
 // caFile, presenting certFile/keyFile when not empty, sends a line and
-// returns nil only if the server echoed it reversed.
+// returns nil only if the server echoes it reversed. s_client is stopped as
+// soon as the echo arrives, and after 20 seconds at most.
 func (s *TLSServer) Dial(t testing.TB, caFile, certFile, keyFile, serverName string) error {
 	t.Helper()
 	args := []string{"s_client", "-connect", s.Addr, "-CAfile", caFile, "-verify_return_error", "-quiet"}
@@ -135,11 +138,42 @@ func (s *TLSServer) Dial(t testing.TB, caFile, certFile, keyFile, serverName str
 		args = append(args, "-servername", serverName, "-verify_hostname", serverName)
 	}
 	if certFile != "" {
-		args = append(args, "-cert", certFile, "-key", keyFile)
+		args = append(args, "-cert", certFile, "-cert_chain", certFile, "-key", keyFile)
 	}
-	out, err := Run(t, 20*time.Second, []byte("meshca-ping\n"), args...)
-	if strings.Contains(out, "gnip-ahshem") {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, OpenSSL(t), args...)
+	cmd.WaitDelay = time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start openssl s_client: %v", err)
+	}
+	// Keep stdin open (s_client stops on EOF) until the echo or the end.
+	_, _ = stdin.Write([]byte("meshca-ping\n"))
+	echoed := false
+	var out strings.Builder
+	sc := bufio.NewScanner(stdout)
+	for sc.Scan() {
+		out.WriteString(sc.Text() + "\n")
+		if strings.Contains(sc.Text(), "gnip-achsem") { // "meshca-ping" reversed by s_server -rev
+			echoed = true
+			cancel()
+			break
+		}
+	}
+	stdin.Close()
+	_ = cmd.Wait()
+	if echoed {
 		return nil
 	}
-	return fmt.Errorf("no echo from the server (%v):\n%s", err, out)
+	return fmt.Errorf("no echo from the server:\n%s%s", out.String(), stderr.String())
 }
