@@ -73,8 +73,9 @@ type Local struct {
 type signingCA struct {
 	ca          *ca.CA
 	signer      *local.Signer
-	roots       *x509.CertPool
-	chain       *x509.CertPool
+	roots       *x509.CertPool // the trust bundle
+	anchor      *x509.CertPool // the top of the chain, verified against roots once
+	below       *x509.CertPool // the chain under the anchor (empty for two levels)
 	chainPEM    []byte
 	bundlePEM   []byte
 	fingerprint string
@@ -128,7 +129,8 @@ func (l *Local) SetCA(st *ca.State) error {
 		ca:          c,
 		signer:      s,
 		roots:       x509.NewCertPool(),
-		chain:       x509.NewCertPool(),
+		anchor:      x509.NewCertPool(),
+		below:       x509.NewCertPool(),
 		chainPEM:    ca.EncodeCertificatesPEM(c.Chain...),
 		bundlePEM:   st.Bundle(),
 		fingerprint: c.Fingerprint(),
@@ -138,8 +140,12 @@ func (l *Local) SetCA(st *ca.State) error {
 	for _, r := range st.Roots() {
 		sc.roots.AddCert(r)
 	}
-	for _, cert := range c.Chain {
-		sc.chain.AddCert(cert)
+	chain := x509.NewCertPool()
+	for i, cert := range c.Chain {
+		chain.AddCert(cert)
+		if i < len(c.Chain)-1 {
+			sc.below.AddCert(cert)
+		}
 		if cert.NotBefore.After(sc.notBefore) {
 			sc.notBefore = cert.NotBefore
 		}
@@ -147,9 +153,15 @@ func (l *Local) SetCA(st *ca.State) error {
 			sc.notAfter = cert.NotAfter
 		}
 	}
-	// The chain must verify against the bundle once, here; Issue then
-	// verifies every leaf against the same pools.
-	if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: sc.roots, Intermediates: sc.chain, CurrentTime: sc.notBefore,
+	// The chain is verified against the bundle once, here. Issue verifies
+	// each leaf up to the top of this verified chain (the root itself when
+	// it signs), so it pays one signature check per leaf, not one per level.
+	top := c.Root
+	if len(c.Chain) > 0 {
+		top = c.Chain[len(c.Chain)-1]
+	}
+	sc.anchor.AddCert(top)
+	if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: sc.roots, Intermediates: chain, CurrentTime: sc.notBefore,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return fmt.Errorf("set CA: %w: signing certificate does not chain to the trust bundle: %w", ca.ErrInvalidCA, err)
 	}
@@ -315,7 +327,9 @@ func commonName(req Request) string {
 // it chains to the bundle, carries exactly the requested names and usages,
 // the generated key and the computed validity.
 func check(leaf *x509.Certificate, pub crypto.PublicKey, req Request, sc *signingCA, now, notBefore, notAfter time.Time) error {
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: sc.roots, Intermediates: sc.chain, CurrentTime: now, KeyUsages: req.Profile.ExtKeyUsages()}); err != nil {
+	// sc.anchor chains to the bundle (checked in SetCA); Verify checks the
+	// leaf's signature, the CA's name constraints, validity and usages.
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: sc.anchor, Intermediates: sc.below, CurrentTime: now, KeyUsages: req.Profile.ExtKeyUsages()}); err != nil {
 		return fmt.Errorf("does not chain to the trust bundle: %w", err)
 	}
 	type equaler interface{ Equal(crypto.PublicKey) bool }
