@@ -3,7 +3,6 @@ package issuer
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -222,7 +221,7 @@ func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
 	}
-	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{}, key)
+	csr, err := newCertificateRequest(key)
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: certificate request: %w", req.Profile, err)
 	}
