@@ -11,7 +11,6 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
-	"strings"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -249,16 +248,6 @@ func (c *CA) Validate() error {
 		}
 	}
 	return nil
-}
-
-// Describe is a short human summary used by the CLI and in logs.
-func Describe(cert *x509.Certificate) string {
-	alg, err := KeyAlgorithmOf(cert.PublicKey)
-	if err != nil {
-		alg = KeyAlgorithm(strings.ToLower(cert.PublicKeyAlgorithm.String()))
-	}
-	return fmt.Sprintf("subject=%q key=%s signature=%s notAfter=%s sha256=%s",
-		cert.Subject.String(), alg, cert.SignatureAlgorithm, cert.NotAfter.UTC().Format(time.RFC3339), Fingerprint(cert))
 }
 
 // newFromParts assembles and validates a CA from parsed material; chain is
