@@ -6,4 +6,27 @@
 //
 // It must not sign leaf certificates (that is package issuer), decide when to
 // rotate (package rotator), or ever replace a CA it found but could not read.
+//
+// # The CA Secret
+//
+// Secret meshca-ca (type Opaque, label app.kubernetes.io/managed-by=meshca)
+// in the daemon's namespace holds up to three slots, current, next and
+// previous. A slot <s> is present when any of its keys is, and then needs all
+// of them except the root key:
+//
+//	<s>.root.crt          PEM, exactly one self-signed root certificate
+//	<s>.root.key          PEM PKCS#8, the root's key; absent for a bring-your-own CA
+//	<s>.intermediate.crt  PEM, the signing certificate first, then any further
+//	                      intermediates up to (not including) the root
+//	<s>.intermediate.key  PEM PKCS#8, the signing certificate's key
+//	state.json            the StateRecord: {"version":1,"current":{"fingerprint",
+//	                      "source","createdAt","activatedAt","retiredAt"},"next":...,
+//	                      "previous":...}; fingerprints must match the slots
+//	ca.crt                the trust bundle (distinct roots of all slots), written
+//	                      for people and tools; ignored when loading
+//
+// current is required. The Secret is created once (Create, so concurrent
+// replicas end with one CA) and later updated only with the resourceVersion
+// it was read at. A folder written by WriteDir holds the current slot as
+// root.crt, root.key, intermediate.crt and intermediate.key, all mode 0600.
 package ca

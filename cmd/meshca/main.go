@@ -27,6 +27,6 @@ bundle into workloads through a mutating admission webhook.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newServeCommand())
+	root.AddCommand(newVersionCommand(), newServeCommand(), newCACommand(), newIssueCommand())
 	return root
 }

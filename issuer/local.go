@@ -1,0 +1,394 @@
+package issuer
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudflare/cfssl/config"
+	cfsslog "github.com/cloudflare/cfssl/log"
+	"github.com/cloudflare/cfssl/signer"
+	"github.com/cloudflare/cfssl/signer/local"
+	"k8s.io/utils/clock"
+
+	"github.com/meshca/meshca/ca"
+)
+
+func init() {
+	// cfssl logs every signature at info level on stderr through its own
+	// package logger; meshca reports issuance itself.
+	cfsslog.Level = cfsslog.LevelWarning
+}
+
+// Defaults of LocalConfig.
+const (
+	DefaultBackdate = time.Minute
+	DefaultDuration = 24 * time.Hour
+)
+
+var (
+	// ErrNoCA means the issuer has no CA to sign with yet.
+	ErrNoCA = errors.New("no CA to sign with")
+	// ErrCAExpired means the issuing CA is not valid now.
+	ErrCAExpired = errors.New("issuing CA is not valid now")
+	// ErrCheckFailed means a signed certificate failed the check that runs
+	// before it is returned; it is never handed out.
+	ErrCheckFailed = errors.New("signed certificate failed its check")
+)
+
+// LocalConfig configures the local backend. Zero fields mean the defaults
+// documented on each.
+type LocalConfig struct {
+	// CA to sign with (its Current slot); nil means none until SetCA.
+	CA *ca.State
+	// Policy applied to every request. The zero value is the namespace
+	// policy for cluster.local; the CLI passes OperatorPolicy().
+	Policy Policy
+	// Clock supplies the current time; nil means the real clock.
+	Clock clock.PassiveClock
+	// Backdate is subtracted from NotBefore; 0 means 1 minute.
+	Backdate time.Duration
+	// DefaultDuration is the lifetime of a request without one; 0 means 24h.
+	DefaultDuration time.Duration
+	// DefaultKeyAlgorithm for a request without one; "" means ecdsa-p256.
+	DefaultKeyAlgorithm ca.KeyAlgorithm
+}
+
+// Local signs with meshca's own CA through cfssl's local signer. It is safe
+// for concurrent use, and its CA can be swapped at run time with SetCA.
+type Local struct {
+	cfg     LocalConfig
+	current atomic.Pointer[signingCA]
+}
+
+// signingCA is everything Issue needs from one CA state, prepared once so
+// the hot path neither parses nor re-verifies the CA.
+type signingCA struct {
+	ca          *ca.CA
+	signer      *local.Signer
+	roots       *x509.CertPool // the trust bundle
+	anchor      *x509.CertPool // the top of the chain, verified against roots once
+	below       *x509.CertPool // the chain under the anchor (empty for two levels)
+	chainPEM    []byte
+	bundlePEM   []byte
+	fingerprint string
+	notBefore   time.Time // latest NotBefore of the chain
+	notAfter    time.Time // earliest NotAfter of the chain and its root
+}
+
+// NewLocal returns a local issuer.
+func NewLocal(cfg LocalConfig) (*Local, error) {
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Backdate == 0 {
+		cfg.Backdate = DefaultBackdate
+	}
+	if cfg.DefaultDuration == 0 {
+		cfg.DefaultDuration = DefaultDuration
+	}
+	if cfg.Backdate < 0 || cfg.DefaultDuration < 0 {
+		return nil, errors.New("new local issuer: backdate and default duration must be positive")
+	}
+	alg, err := ca.ParseKeyAlgorithm(string(cfg.DefaultKeyAlgorithm))
+	if err != nil {
+		return nil, fmt.Errorf("new local issuer: %w", err)
+	}
+	cfg.DefaultKeyAlgorithm = alg
+	l := &Local{cfg: cfg}
+	if cfg.CA != nil {
+		if err := l.SetCA(cfg.CA); err != nil {
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// SetCA makes st's Current CA the one that signs, and st's bundle the one
+// returned, atomically for concurrent Issue calls.
+func (l *Local) SetCA(st *ca.State) error {
+	if st == nil || st.Current == nil || !st.Current.CanSign() {
+		return fmt.Errorf("set CA: %w", ErrNoCA)
+	}
+	c := st.Current
+	if err := c.Validate(); err != nil {
+		return fmt.Errorf("set CA: %w", err)
+	}
+	s, err := local.NewSigner(c.IntermediateKey, c.Intermediate, signer.DefaultSigAlgo(c.IntermediateKey), signingPolicy(l.cfg.DefaultDuration))
+	if err != nil {
+		return fmt.Errorf("set CA: cfssl signer: %w", err)
+	}
+	sc := &signingCA{
+		ca:          c,
+		signer:      s,
+		roots:       x509.NewCertPool(),
+		anchor:      x509.NewCertPool(),
+		below:       x509.NewCertPool(),
+		chainPEM:    ca.EncodeCertificatesPEM(c.Chain...),
+		bundlePEM:   st.Bundle(),
+		fingerprint: c.Fingerprint(),
+		notBefore:   c.Root.NotBefore,
+		notAfter:    c.Root.NotAfter,
+	}
+	for _, r := range st.Roots() {
+		sc.roots.AddCert(r)
+	}
+	chain := x509.NewCertPool()
+	for i, cert := range c.Chain {
+		chain.AddCert(cert)
+		if i < len(c.Chain)-1 {
+			sc.below.AddCert(cert)
+		}
+		if cert.NotBefore.After(sc.notBefore) {
+			sc.notBefore = cert.NotBefore
+		}
+		if cert.NotAfter.Before(sc.notAfter) {
+			sc.notAfter = cert.NotAfter
+		}
+	}
+	// The chain is verified against the bundle once, here. Issue verifies
+	// each leaf up to the top of this verified chain (the root itself when
+	// it signs), so it pays one signature check per leaf, not one per level.
+	top := c.Root
+	if len(c.Chain) > 0 {
+		top = c.Chain[len(c.Chain)-1]
+	}
+	sc.anchor.AddCert(top)
+	if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: sc.roots, Intermediates: chain, CurrentTime: sc.notBefore,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		return fmt.Errorf("set CA: %w: signing certificate does not chain to the trust bundle: %w", ca.ErrInvalidCA, err)
+	}
+	l.current.Store(sc)
+	return nil
+}
+
+// signingPolicy is the cfssl signing configuration: one profile per meshca
+// profile. Only the public key is taken from the CSR; names, subject and
+// validity come from the checked request.
+func signingPolicy(expiry time.Duration) *config.Signing {
+	profiles := map[string]*config.SigningProfile{}
+	for _, p := range Profiles {
+		profiles[string(p)] = &config.SigningProfile{
+			Usage:        p.cfsslUsages(),
+			Expiry:       expiry,
+			CSRWhitelist: &config.CSRWhitelist{PublicKey: true, PublicKeyAlgorithm: true},
+		}
+	}
+	return &config.Signing{
+		Profiles: profiles,
+		Default:  &config.SigningProfile{Usage: []string{"digital signature"}, Expiry: expiry},
+	}
+}
+
+// Issue checks req against the policy, generates a key, signs a certificate
+// for it, checks the certificate and returns it. A policy refusal is a
+// *PolicyError.
+func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	req, err := l.normalize(req)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.cfg.Policy.Check(req); err != nil {
+		return nil, err
+	}
+	sc := l.current.Load()
+	if sc == nil {
+		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, ErrNoCA)
+	}
+	now := l.cfg.Clock.Now()
+	notBefore := now.Add(-l.cfg.Backdate).Truncate(time.Second)
+	notAfter := now.Add(req.Duration).Truncate(time.Second)
+	if notBefore.Before(sc.notBefore) {
+		notBefore = sc.notBefore
+	}
+	if notAfter.After(sc.notAfter) {
+		notAfter = sc.notAfter
+	}
+	if !notAfter.After(now) || now.Before(sc.notBefore) {
+		return nil, fmt.Errorf("issue %s certificate: %w (valid %s to %s)", req.Profile, ErrCAExpired, sc.notBefore, sc.notAfter)
+	}
+
+	key, err := ca.GenerateKey(req.KeyAlgorithm)
+	if err != nil {
+		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
+	}
+	csr, err := newCertificateRequest(key)
+	if err != nil {
+		return nil, fmt.Errorf("issue %s certificate: certificate request: %w", req.Profile, err)
+	}
+	signed, err := sc.signer.Sign(signer.SignRequest{
+		Hosts:     hosts(req),
+		Request:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
+		Subject:   &signer.Subject{CN: commonName(req)},
+		Profile:   string(req.Profile),
+		NotBefore: notBefore,
+		NotAfter:  notAfter,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("issue %s certificate: sign: %w", req.Profile, err)
+	}
+	block, _ := pem.Decode(signed)
+	if block == nil {
+		return nil, fmt.Errorf("issue %s certificate: %w: signer returned no PEM", req.Profile, ErrCheckFailed)
+	}
+	leaf, err := x509.ParseCertificate(block.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
+	}
+	if err := check(leaf, key.Public(), req, sc, now, notBefore, notAfter); err != nil {
+		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
+	}
+	keyPEM, err := ca.MarshalPrivateKeyPEM(key)
+	if err != nil {
+		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
+	}
+	certPEM := make([]byte, 0, len(signed)+len(sc.chainPEM))
+	certPEM = append(append(certPEM, signed...), sc.chainPEM...)
+	return &Bundle{
+		CertificatePEM:    certPEM,
+		PrivateKeyPEM:     keyPEM,
+		CAPEM:             sc.bundlePEM,
+		Leaf:              leaf,
+		IssuerFingerprint: sc.fingerprint,
+	}, nil
+}
+
+// normalize fills defaults and rejects malformed requests.
+func (l *Local) normalize(req Request) (Request, error) {
+	if _, err := ParseProfile(string(req.Profile)); err != nil {
+		return req, err
+	}
+	if req.Duration < 0 {
+		return req, fmt.Errorf("%w: negative duration %s", ErrInvalidRequest, req.Duration)
+	}
+	if req.Duration == 0 {
+		req.Duration = l.cfg.DefaultDuration
+	}
+	if req.KeyAlgorithm == "" {
+		req.KeyAlgorithm = l.cfg.DefaultKeyAlgorithm
+	} else if _, err := ca.ParseKeyAlgorithm(string(req.KeyAlgorithm)); err != nil {
+		return req, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
+	}
+	if req.Profile.needsSPIFFEID() && req.SPIFFEID == "" {
+		return req, fmt.Errorf("%w: profile %s needs a SPIFFE ID", ErrInvalidRequest, req.Profile)
+	}
+	if req.SPIFFEID == "" && len(req.DNSNames) == 0 && len(req.IPAddresses) == 0 && len(req.URIs) == 0 {
+		return req, fmt.Errorf("%w: no names", ErrInvalidRequest)
+	}
+	if len(req.DNSNames) > 0 {
+		dns := make([]string, 0, len(req.DNSNames))
+		seen := make(map[string]bool, len(req.DNSNames))
+		for _, n := range req.DNSNames {
+			n = strings.ToLower(strings.TrimSuffix(n, "."))
+			if !seen[n] {
+				seen[n] = true
+				dns = append(dns, n)
+			}
+		}
+		req.DNSNames = dns
+	}
+	return req, nil
+}
+
+// hosts are the SANs in cfssl's form; cfssl sorts them by their syntax
+// into IPs, URIs and DNS names, which check then compares with the request.
+func hosts(req Request) []string {
+	h := make([]string, 0, 1+len(req.DNSNames)+len(req.IPAddresses)+len(req.URIs))
+	if req.SPIFFEID != "" {
+		h = append(h, req.SPIFFEID)
+	}
+	h = append(h, req.DNSNames...)
+	for _, ip := range req.IPAddresses {
+		h = append(h, ip.String())
+	}
+	return append(h, req.URIs...)
+}
+
+// commonName is the first DNS name when it fits, else empty (the subject is
+// then empty and the SAN extension critical, as RFC 5280 asks).
+func commonName(req Request) string {
+	if len(req.DNSNames) > 0 && len(req.DNSNames[0]) <= 64 {
+		return req.DNSNames[0]
+	}
+	return ""
+}
+
+// check is the gate every signed certificate passes before it is returned:
+// it chains to the bundle, carries exactly the requested names and usages,
+// the generated key and the computed validity.
+func check(leaf *x509.Certificate, pub crypto.PublicKey, req Request, sc *signingCA, now, notBefore, notAfter time.Time) error {
+	// sc.anchor chains to the bundle (checked in SetCA); Verify checks the
+	// leaf's signature, the CA's name constraints, validity and usages.
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: sc.anchor, Intermediates: sc.below, CurrentTime: now, KeyUsages: req.Profile.ExtKeyUsages()}); err != nil {
+		return fmt.Errorf("does not chain to the trust bundle: %w", err)
+	}
+	type equaler interface{ Equal(crypto.PublicKey) bool }
+	if k, ok := pub.(equaler); !ok || !k.Equal(leaf.PublicKey) {
+		return errors.New("public key is not the generated key")
+	}
+	if leaf.IsCA || leaf.KeyUsage != x509.KeyUsageDigitalSignature {
+		return fmt.Errorf("wrong basic constraints or key usage (IsCA=%v, KeyUsage=%d)", leaf.IsCA, leaf.KeyUsage)
+	}
+	if !equalEKUs(leaf.ExtKeyUsage, req.Profile.ExtKeyUsages()) || len(leaf.UnknownExtKeyUsage) > 0 {
+		return fmt.Errorf("extended key usages %v, want %v", leaf.ExtKeyUsage, req.Profile.ExtKeyUsages())
+	}
+	if !leaf.NotBefore.Equal(notBefore) || !leaf.NotAfter.Equal(notAfter) || leaf.NotAfter.After(sc.notAfter) {
+		return fmt.Errorf("validity %s to %s, want %s to %s", leaf.NotBefore, leaf.NotAfter, notBefore, notAfter)
+	}
+	if !equalStrings(leaf.DNSNames, req.DNSNames) {
+		return fmt.Errorf("DNS names %v, want %v", leaf.DNSNames, req.DNSNames)
+	}
+	if len(leaf.IPAddresses) != len(req.IPAddresses) || len(leaf.EmailAddresses) != 0 {
+		return fmt.Errorf("IP addresses %v, want %v", leaf.IPAddresses, req.IPAddresses)
+	}
+	for i, ip := range leaf.IPAddresses {
+		if !ip.Equal(req.IPAddresses[i]) {
+			return fmt.Errorf("IP addresses %v, want %v", leaf.IPAddresses, req.IPAddresses)
+		}
+	}
+	uris := make([]string, len(leaf.URIs))
+	for i, u := range leaf.URIs {
+		uris[i] = u.String()
+	}
+	want := req.URIs
+	if req.SPIFFEID != "" {
+		want = append([]string{req.SPIFFEID}, req.URIs...)
+	}
+	if !equalStrings(uris, want) {
+		return fmt.Errorf("URIs %v, want %v", uris, want)
+	}
+	return nil
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func equalEKUs(a, b []x509.ExtKeyUsage) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
