@@ -254,6 +254,12 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	logger := logr.FromSlogHandler(log.Handler())
 	ctrl.SetLogger(logger)
 
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signalContext(ctx)
+	defer stop()
+
 	cfg, err := restConfig(o.kubeconfig, o.kubeAPIQPS, o.kubeAPIBurst)
 	if err != nil {
 		return err
@@ -274,6 +280,9 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
 	}
+	if err := setupControllers(ctx, mgr, o, log); err != nil {
+		return err
+	}
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return err
 	}
@@ -282,11 +291,6 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	}
 	log.Info("starting meshca", "version", version, "namespace", o.namespace,
 		"trustDomain", o.trustDomain, "leaderElect", o.leaderElect)
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, stop := signalContext(ctx)
-	defer stop()
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

@@ -1,0 +1,191 @@
+package controller
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"maps"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshca/meshca/internal/meta"
+)
+
+// sourceIndex indexes managed Secrets by their meshca.io/source annotation.
+const sourceIndex = "meshca.source"
+
+// indexSource is the field indexer for sourceIndex.
+func indexSource(o client.Object) []string {
+	if s := o.GetAnnotations()[meta.AnnotationSource]; s != "" {
+		return []string{s}
+	}
+	return nil
+}
+
+// sourceKey names a source object in meshca.io/source: kind/namespace/name.
+func sourceKey(kind, namespace, name string) string {
+	return kind + "/" + namespace + "/" + name
+}
+
+// parseSourceKey splits a meshca.io/source value.
+func parseSourceKey(s string) (kind, namespace, name string, ok bool) {
+	parts := strings.SplitN(s, "/", 3)
+	if len(parts) != 3 || parts[0] == "" || parts[1] == "" || parts[2] == "" {
+		return "", "", "", false
+	}
+	return parts[0], parts[1], parts[2], true
+}
+
+// isManaged reports whether meshca may write or delete s.
+func isManaged(s *corev1.Secret) bool {
+	return s.Labels[meta.LabelManagedBy] == meta.ManagedByValue
+}
+
+// errForeignSecret means a Secret exists without meshca's label: meshca
+// leaves it alone and says so.
+type errForeignSecret struct{ ref secretRef }
+
+func (e *errForeignSecret) Error() string {
+	return fmt.Sprintf("Secret %s exists and is not managed by meshca (no %s=%s label): refusing to overwrite it",
+		e.ref, meta.LabelManagedBy, meta.ManagedByValue)
+}
+
+// secretWriter reads and writes Secrets meshca manages. Reads come from the
+// cache, which holds only managed Secrets; a miss is confirmed with a direct
+// read so a foreign Secret is never mistaken for a missing one.
+type secretWriter struct {
+	client  client.Client
+	reader  client.Reader
+	metrics *Metrics
+}
+
+// get returns the managed Secret at ref, nil when none exists, or
+// errForeignSecret when one exists that meshca does not own.
+func (w *secretWriter) get(ctx context.Context, ref secretRef) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := w.client.Get(ctx, ref.key(), s)
+	if err == nil {
+		if !isManaged(s) {
+			return nil, &errForeignSecret{ref}
+		}
+		return s, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
+	}
+	// Not in the cache: it is missing, or it is foreign (or the cache lags).
+	// Only metadata is needed to tell; a PartialObjectMetadata read never
+	// fetches a foreign Secret's data.
+	pm := &metav1.PartialObjectMetadata{}
+	pm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
+	err = w.reader.Get(ctx, ref.key(), pm)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
+	case pm.Labels[meta.LabelManagedBy] != meta.ManagedByValue:
+		return nil, &errForeignSecret{ref}
+	}
+	// Managed but not yet in the cache: read it whole.
+	if err := w.reader.Get(ctx, ref.key(), s); err != nil {
+		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
+	}
+	return s, nil
+}
+
+// desiredSecret is what a Secret should hold.
+type desiredSecret struct {
+	ref         secretRef
+	typ         corev1.SecretType
+	data        map[string][]byte
+	annotations map[string]string
+}
+
+// apply makes the Secret at ref hold d, creating it when existing is nil.
+// It returns whether it wrote. A Secret of the wrong type is replaced, since
+// the type of a Secret cannot change.
+func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d desiredSecret) (bool, error) {
+	if existing != nil && existing.Type != d.typ {
+		if err := w.delete(ctx, existing); err != nil {
+			return false, err
+		}
+		existing = nil
+	}
+	if existing == nil {
+		s := &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{
+				Name:        d.ref.Name,
+				Namespace:   d.ref.Namespace,
+				Labels:      map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
+				Annotations: d.annotations,
+			},
+			Type: d.typ,
+			Data: d.data,
+		}
+		if err := w.client.Create(ctx, s); err != nil {
+			if apierrors.IsAlreadyExists(err) {
+				// Someone created it since we looked; the next reconcile
+				// sees whose it is.
+				return false, fmt.Errorf("create Secret %s: %w", d.ref, err)
+			}
+			return false, fmt.Errorf("create Secret %s: %w", d.ref, err)
+		}
+		w.metrics.Writes.WithLabelValues("create").Inc()
+		return true, nil
+	}
+	if !needsUpdate(existing, d) {
+		return false, nil
+	}
+	s := existing.DeepCopy()
+	if s.Labels == nil {
+		s.Labels = map[string]string{}
+	}
+	s.Labels[meta.LabelManagedBy] = meta.ManagedByValue
+	if s.Annotations == nil {
+		s.Annotations = map[string]string{}
+	}
+	maps.Copy(s.Annotations, d.annotations)
+	s.Data = d.data
+	// Update carries the resourceVersion we read: a concurrent edit makes
+	// this fail with a conflict and the reconcile retries with fresh data.
+	if err := w.client.Update(ctx, s); err != nil {
+		return false, fmt.Errorf("update Secret %s: %w", d.ref, err)
+	}
+	w.metrics.Writes.WithLabelValues("update").Inc()
+	return true, nil
+}
+
+func needsUpdate(s *corev1.Secret, d desiredSecret) bool {
+	if !isManaged(s) || len(s.Data) != len(d.data) {
+		return true
+	}
+	for k, v := range d.data {
+		if !bytes.Equal(s.Data[k], v) {
+			return true
+		}
+	}
+	for k, v := range d.annotations {
+		if s.Annotations[k] != v {
+			return true
+		}
+	}
+	return false
+}
+
+// delete removes a managed Secret, only if it is still the one we read.
+func (w *secretWriter) delete(ctx context.Context, s *corev1.Secret) error {
+	if !isManaged(s) {
+		return &errForeignSecret{secretRef{s.Namespace, s.Name}}
+	}
+	err := w.client.Delete(ctx, s, client.Preconditions{UID: &s.UID, ResourceVersion: &s.ResourceVersion})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("delete Secret %s/%s: %w", s.Namespace, s.Name, err)
+	}
+	w.metrics.Writes.WithLabelValues("delete").Inc()
+	return nil
+}

@@ -1,0 +1,469 @@
+package controller
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/internal/meta"
+	"github.com/meshca/meshca/issuer"
+	"github.com/meshca/meshca/rotator"
+)
+
+// TLSContextGVK is the TLSContext version meshca watches. The API server
+// serves every stored TLSContext in each served version, so watching
+// v3alpha1 also covers objects written as v2.
+var TLSContextGVK = schema.GroupVersionKind{Group: "getambassador.io", Version: "v3alpha1", Kind: "TLSContext"}
+
+// Issuer signs certificates; *issuer.Local is one.
+type Issuer interface {
+	Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error)
+}
+
+var _ Issuer = (*issuer.Local)(nil)
+
+// EventRecorder records Events on the objects meshca acts for
+// (events.k8s.io/v1 semantics: a reason and an action).
+type EventRecorder interface {
+	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// Event reasons on TLSContexts and workloads.
+const (
+	EventIssued         = "Issued"
+	EventRenewed        = "Renewed"
+	EventBundleUpdated  = "BundleUpdated"
+	EventPolicyRejected = "PolicyRejected"
+	EventInvalidSpec    = "InvalidSpec"
+	EventSecretConflict = "SecretConflict"
+	EventCrossNamespace = "CrossNamespaceRefused"
+	EventIssueFailed    = "IssueFailed"
+	EventSecretDeleted  = "SecretDeleted"
+)
+
+// SecretCleanup says what happens to Secrets when their source goes away.
+type SecretCleanup string
+
+// The cleanup policies.
+const (
+	CleanupKeep   SecretCleanup = "keep"
+	CleanupDelete SecretCleanup = "delete"
+)
+
+// TLSContextConfig configures the TLSContext reconciler. Zero values mean
+// the defaults of docs/design.md.
+type TLSContextConfig struct {
+	// TrustDomain of SPIFFE IDs; "" means cluster.local.
+	TrustDomain string
+	// Selector manages TLSContexts without the meshca.io/issue annotation;
+	// nil or empty selects none.
+	Selector labels.Selector
+	// GatewayServiceAccount is the SPIFFE ID's service account when a
+	// TLSContext names none; "" means ambassador.
+	GatewayServiceAccount string
+	// KeyAlgorithm is the default key algorithm; "" means the issuer's.
+	KeyAlgorithm ca.KeyAlgorithm
+	// Cleanup of Secrets when a TLSContext goes away; "" means keep.
+	Cleanup SecretCleanup
+	// AllowCrossNamespace writes name.namespace Secrets without the target
+	// namespace's consent label.
+	AllowCrossNamespace bool
+	// MaxConcurrentReconciles; 0 means 8.
+	MaxConcurrentReconciles int
+}
+
+// TLSContextReconciler writes gateway certificates into the Secrets that
+// managed TLSContexts name, and the trust bundle into their CA Secrets.
+type TLSContextReconciler struct {
+	Client   client.Client
+	Reader   client.Reader
+	Issuer   Issuer
+	Trust    *Trust
+	Recorder EventRecorder
+	Metrics  *Metrics
+	// Limiter caps issuance; nil means unlimited.
+	Limiter *rate.Limiter
+	// Clock; nil means the real clock.
+	Clock  clock.PassiveClock
+	Config TLSContextConfig
+
+	secrets *secretWriter
+	resync  chan event.TypedGenericEvent[*unstructured.Unstructured]
+	// seq numbers reconciles as they start; reconciled, when set (tests),
+	// is told each finished reconcile's key and start number.
+	seq        atomic.Int64
+	reconciled func(key types.NamespacedName, seq int64)
+}
+
+// SetupWithManager registers the reconciler, its index and its watches.
+func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
+	if r.Clock == nil {
+		r.Clock = clock.RealClock{}
+	}
+	if r.Config.TrustDomain == "" {
+		r.Config.TrustDomain = "cluster.local"
+	}
+	if r.Config.GatewayServiceAccount == "" {
+		r.Config.GatewayServiceAccount = "ambassador"
+	}
+	if r.Config.Cleanup == "" {
+		r.Config.Cleanup = CleanupKeep
+	}
+	if r.Config.MaxConcurrentReconciles == 0 {
+		r.Config.MaxConcurrentReconciles = 8
+	}
+	if r.Reader == nil {
+		r.Reader = mgr.GetAPIReader()
+	}
+	r.secrets = &secretWriter{client: r.Client, reader: r.Reader, metrics: r.Metrics}
+	r.resync = make(chan event.TypedGenericEvent[*unstructured.Unstructured], 1024)
+
+	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Secret{}, sourceIndex, indexSource); err != nil {
+		return fmt.Errorf("index Secrets by source: %w", err)
+	}
+	tc := &unstructured.Unstructured{}
+	tc.SetGroupVersionKind(TLSContextGVK)
+	return ctrl.NewControllerManagedBy(mgr).
+		Named("tlscontext").
+		For(tc).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource("TLSContext"))).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToTLSContexts)).
+		WatchesRawSource(source.Channel(r.resync, &handler.TypedEnqueueRequestForObject[*unstructured.Unstructured]{})).
+		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
+		Complete(r)
+}
+
+// secretToSource maps a managed Secret to the source object named in its
+// meshca.io/source annotation, if that source is of the given kind.
+func secretToSource(kind string) handler.MapFunc {
+	return func(_ context.Context, o client.Object) []reconcile.Request {
+		k, ns, name, ok := parseSourceKey(o.GetAnnotations()[meta.AnnotationSource])
+		if !ok || k != kind {
+			return nil
+		}
+		return []reconcile.Request{{NamespacedName: types.NamespacedName{Namespace: ns, Name: name}}}
+	}
+}
+
+// namespaceToTLSContexts re-checks every TLSContext whose source or target
+// namespace changed (policy annotations, the consent label).
+func (r *TLSContextReconciler) namespaceToTLSContexts(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(TLSContextGVK.GroupVersion().WithKind("TLSContextList"))
+	if err := r.Client.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "list TLSContexts for namespace change", "namespace", o.GetName())
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		item := &list.Items[i]
+		if !r.managed(item) {
+			continue
+		}
+		if item.GetNamespace() == o.GetName() || referencesNamespace(item, o.GetName()) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(item)})
+		}
+	}
+	return out
+}
+
+func referencesNamespace(u *unstructured.Unstructured, ns string) bool {
+	for _, f := range []string{"secret", "ca_secret"} {
+		if s, _, _ := unstructured.NestedString(u.Object, "spec", f); strings.HasSuffix(s, "."+ns) {
+			return true
+		}
+	}
+	return false
+}
+
+// ResyncAll queues every TLSContext for a check: the audit sweep and trust
+// bundle changes call it.
+func (r *TLSContextReconciler) ResyncAll(ctx context.Context) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(TLSContextGVK.GroupVersion().WithKind("TLSContextList"))
+	if err := r.Client.List(ctx, list); err != nil {
+		log.FromContext(ctx).Error(err, "list TLSContexts for resync")
+		return
+	}
+	for i := range list.Items {
+		select {
+		case r.resync <- event.TypedGenericEvent[*unstructured.Unstructured]{Object: &list.Items[i]}:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// managed reports whether meshca issues for u.
+func (r *TLSContextReconciler) managed(u *unstructured.Unstructured) bool {
+	if u.GetDeletionTimestamp() != nil {
+		return false
+	}
+	if strings.EqualFold(u.GetAnnotations()[meta.AnnotationIssue], "true") {
+		return true
+	}
+	return r.Config.Selector != nil && !r.Config.Selector.Empty() && r.Config.Selector.Matches(labels.Set(u.GetLabels()))
+}
+
+// Reconcile brings the Secrets of one TLSContext to what it asks for.
+func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if r.reconciled != nil {
+		n := r.seq.Add(1)
+		defer r.reconciled(req.NamespacedName, n)
+	}
+	src := &unstructured.Unstructured{}
+	src.SetGroupVersionKind(TLSContextGVK)
+	err := r.Client.Get(ctx, req.NamespacedName, src)
+	if apierrors.IsNotFound(err) {
+		return reconcile.Result{}, r.cleanup(ctx, req.NamespacedName, nil)
+	}
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if !r.managed(src) {
+		return reconcile.Result{}, r.cleanup(ctx, req.NamespacedName, nil)
+	}
+	wish, err := parseGatewayWish(src, r.Config.GatewayServiceAccount, string(r.Config.KeyAlgorithm))
+	if err == nil && wish.KeyAlgorithm != "" {
+		if _, kerr := ca.ParseKeyAlgorithm(wish.KeyAlgorithm); kerr != nil {
+			err = specErrorf("annotation %s: %v", meta.AnnotationKeyAlgorithm, kerr)
+		}
+	}
+	if err != nil {
+		r.Metrics.Rejected.WithLabelValues("spec").Inc()
+		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%v", err)
+		return reconcile.Result{}, nil
+	}
+	trust := r.Trust.snapshot()
+	if trust == nil {
+		return reconcile.Result{}, errors.New("no trust bundle yet")
+	}
+
+	var after time.Duration
+	if wish.Secret != nil {
+		if after, err = r.reconcileGateway(ctx, src, wish, trust); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if wish.CASecret != nil {
+		if err := r.reconcileCASecret(ctx, src, *wish.CASecret, trust); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	if err := r.cleanup(ctx, req.NamespacedName, wish); err != nil {
+		return reconcile.Result{}, err
+	}
+	return reconcile.Result{RequeueAfter: after}, nil
+}
+
+// crossNamespaceAllowed checks that a Secret outside the source's namespace
+// may be written: the target namespace consents (or the operator allows it).
+func (r *TLSContextReconciler) crossNamespaceAllowed(ctx context.Context, src client.Object, ref secretRef) (bool, error) {
+	if ref.Namespace == src.GetNamespace() {
+		return true, nil
+	}
+	ns := &corev1.Namespace{}
+	if err := r.Client.Get(ctx, types.NamespacedName{Name: ref.Namespace}, ns); err != nil {
+		if apierrors.IsNotFound(err) {
+			r.Metrics.Rejected.WithLabelValues("cross-namespace").Inc()
+			r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventCrossNamespace, "Validate",
+				"Secret %s: namespace %s does not exist", ref, ref.Namespace)
+			return false, nil
+		}
+		return false, err
+	}
+	if r.Config.AllowCrossNamespace || ns.Labels[meta.LabelAcceptSecretsFrom] == src.GetNamespace() {
+		return true, nil
+	}
+	r.Metrics.Rejected.WithLabelValues("cross-namespace").Inc()
+	r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventCrossNamespace, "Validate",
+		"Secret %s: namespace %s does not accept Secrets from %s (label it %s=%s)",
+		ref, ref.Namespace, src.GetNamespace(), meta.LabelAcceptSecretsFrom, src.GetNamespace())
+	return false, nil
+}
+
+// claim decides whether src may write the managed Secret s, which another
+// source may hold. The smallest source key wins while both want the Secret,
+// so two TLSContexts naming one Secret settle without a write loop.
+func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *corev1.Secret, same func() bool) (bool, error) {
+	me := sourceKey("TLSContext", src.GetNamespace(), src.GetName())
+	holder := s.Annotations[meta.AnnotationSource]
+	if holder == "" || holder == me || same() {
+		return true, nil
+	}
+	kind, ns, name, ok := parseSourceKey(holder)
+	if !ok || kind != "TLSContext" {
+		// Held by another kind of source (a workload): never take it.
+		return r.conflict(src, s, holder), nil
+	}
+	other := &unstructured.Unstructured{}
+	other.SetGroupVersionKind(TLSContextGVK)
+	err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, other)
+	if apierrors.IsNotFound(err) {
+		return true, nil // the holder is gone: take over
+	}
+	if err != nil {
+		return false, err
+	}
+	if !r.managed(other) || !wantsSecret(other, secretRef{s.Namespace, s.Name}) || me < holder {
+		return true, nil
+	}
+	return r.conflict(src, s, holder), nil
+}
+
+func (r *TLSContextReconciler) conflict(src client.Object, s *corev1.Secret, holder string) bool {
+	r.Metrics.Conflicts.WithLabelValues("owner").Inc()
+	r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue",
+		"Secret %s/%s is held by %s, which asks for a different certificate; %s keeps it (the smaller name wins)",
+		s.Namespace, s.Name, holder, holder)
+	return false
+}
+
+func wantsSecret(u *unstructured.Unstructured, ref secretRef) bool {
+	w, err := parseGatewayWish(u, "", "")
+	if err != nil {
+		return false
+	}
+	return (w.Secret != nil && *w.Secret == ref) || (w.CASecret != nil && *w.CASecret == ref)
+}
+
+func (r *TLSContextReconciler) foreign(src client.Object, err error) {
+	r.Metrics.Conflicts.WithLabelValues("foreign").Inc()
+	r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue", "%v", err)
+}
+
+func (r *TLSContextReconciler) spiffeID(ns, sa string) string {
+	return fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", r.Config.TrustDomain, ns, sa)
+}
+
+// reconcileGateway keeps the gateway certificate Secret current and returns
+// how long until it next needs a look.
+func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstructured.Unstructured, w *gatewayWish, trust *trustSnapshot) (time.Duration, error) {
+	ref := *w.Secret
+	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
+		return 0, err
+	}
+	existing, err := r.secrets.get(ctx, ref)
+	var fe *errForeignSecret
+	if errors.As(err, &fe) {
+		r.foreign(src, err)
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	spiffe := r.spiffeID(src.GetNamespace(), w.ServiceAccount)
+	policy := rotator.Policy{RenewBefore: w.RenewBefore}
+	var observed *rotator.Observed
+	if existing == nil {
+		observed = rotator.Observe(false, nil, nil)
+	} else {
+		observed = rotator.Observe(true, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey])
+	}
+	wanted := rotator.Wanted{DNSNames: w.DNSNames, URIs: []string{spiffe}, KeyAlgorithm: w.KeyAlgorithm}
+	decision := rotator.Evaluate(rotator.Input{
+		Now: r.Clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.pool, Policy: policy,
+	}, rotator.DefaultChecks)
+
+	if existing != nil {
+		ok, err := r.claim(ctx, src, existing, func() bool { return !decision.Needed })
+		if !ok || err != nil {
+			return 0, err
+		}
+	}
+	if !decision.Needed {
+		// The certificate is good; keep ca.crt and the bookkeeping current.
+		d := gatewaySecret(ref, src, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.pem,
+			observed.Leaf, existing.Annotations[meta.AnnotationIssuer], existing.Annotations[meta.AnnotationReason], decision.RenewAt)
+		if existing.Annotations[meta.AnnotationSource] != "" {
+			d.annotations[meta.AnnotationSource] = existing.Annotations[meta.AnnotationSource]
+		}
+		wrote, err := r.secrets.apply(ctx, existing, d)
+		if err != nil {
+			return 0, err
+		}
+		if wrote && string(existing.Data[corev1.ServiceAccountRootCAKey]) != string(trust.pem) {
+			r.Recorder.Eventf(src, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "Secret %s: ca.crt follows the new trust bundle", ref)
+		}
+		r.observe(ref, observed.Leaf, decision.RenewAt)
+		return r.until(decision.RenewAt), nil
+	}
+
+	if r.Limiter != nil {
+		if err := r.Limiter.Wait(ctx); err != nil {
+			return 0, err
+		}
+	}
+	b, err := r.Issuer.Issue(ctx, issuer.Request{
+		Profile:      issuer.ProfileGateway,
+		Namespace:    src.GetNamespace(),
+		SPIFFEID:     spiffe,
+		DNSNames:     w.DNSNames,
+		Duration:     w.Duration,
+		KeyAlgorithm: ca.KeyAlgorithm(w.KeyAlgorithm),
+	})
+	if errors.Is(err, issuer.ErrPolicy) {
+		r.Metrics.Rejected.WithLabelValues("policy").Inc()
+		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventPolicyRejected, "Issue", "Secret %s: %v", ref, err)
+		return 0, nil
+	}
+	if err != nil {
+		r.Metrics.Failures.WithLabelValues(string(issuer.ProfileGateway), "sign").Inc()
+		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventIssueFailed, "Issue", "Secret %s: %v", ref, err)
+		return 0, err
+	}
+	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
+	d := gatewaySecret(ref, src, b.CertificatePEM, b.PrivateKeyPEM, b.CAPEM, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
+	if _, err := r.secrets.apply(ctx, existing, d); err != nil {
+		r.Metrics.Failures.WithLabelValues(string(issuer.ProfileGateway), "write").Inc()
+		return 0, err
+	}
+	r.Metrics.Issued.WithLabelValues(string(issuer.ProfileGateway), decision.Reason).Inc()
+	reason, verb := EventRenewed, "renewed"
+	if decision.Reason == rotator.ReasonMissing {
+		reason, verb = EventIssued, "issued"
+	}
+	r.Recorder.Eventf(src, nil, corev1.EventTypeNormal, reason, "Issue",
+		"Secret %s: certificate %s (%s: %s), serial %s, valid until %s",
+		ref, verb, decision.Reason, decision.Message, serialHex(b.Leaf), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	r.observe(ref, b.Leaf, renewAt)
+	return r.until(renewAt), nil
+}
+
+// until is how long to wait for t, at least a second.
+func (r *TLSContextReconciler) until(t time.Time) time.Duration {
+	d := t.Sub(r.Clock.Now())
+	if d < time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+// observe publishes a certificate's expiry and renewal time as metrics.
+func (r *TLSContextReconciler) observe(ref secretRef, leaf *x509.Certificate, renewAt time.Time) {
+	r.Metrics.NotAfter.WithLabelValues(ref.Namespace, ref.Name).Set(float64(leaf.NotAfter.Unix()))
+	r.Metrics.RenewAt.WithLabelValues(ref.Namespace, ref.Name).Set(float64(renewAt.Unix()))
+}
