@@ -27,6 +27,6 @@ bundle into workloads through a mutating admission webhook.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newServeCommand(), newCACommand(), newIssueCommand())
+	root.AddCommand(newVersionCommand(), newServeCommand(), newCACommand(), newIssueCommand(), newStatusCommand())
 	return root
 }
