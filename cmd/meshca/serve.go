@@ -48,6 +48,8 @@ type serveOptions struct {
 	webhookPort          int
 	webhookConfiguration string
 	webhookNames         []string
+	webhookSecret        string
+	watchNamespaces      []string
 	metricsAddress       string
 	healthAddress        string
 	leaderElect          bool
@@ -77,6 +79,8 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook (POST /mutate)")
 	fs.StringVar(&o.webhookConfiguration, "webhook-configuration", "meshca", "name of the MutatingWebhookConfiguration whose caBundle meshca maintains")
 	fs.StringSliceVar(&o.webhookNames, "webhook-names", nil, "DNS names or IPs in the webhook's serving certificate; default meshca.<namespace>.svc and meshca.<namespace>.svc.<cluster-domain> (use 127.0.0.1 out of cluster)")
+	fs.StringVar(&o.webhookSecret, "webhook-secret", "meshca-webhook-tls", "Secret in --namespace that holds the webhook's serving certificate (issued by meshca's CA)")
+	fs.StringSliceVar(&o.watchNamespaces, "watch-namespaces", nil, "namespaces whose TLSContexts, workloads, Secrets and ConfigMaps meshca watches and writes, comma-separated; default all (the chart's rbac.namespaces sets it)")
 	fs.StringVar(&o.metricsAddress, "metrics-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.healthAddress, "health-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run controllers only on the holder of the meshca Lease; the webhook serves on every replica")
@@ -245,6 +249,21 @@ func restConfig(path string, qps float32, burst int) (*rest.Config, error) {
 	return cfg, nil
 }
 
+// cacheOptions limits the informer caches: only meshca-labelled Secrets,
+// and only the watched namespaces when --watch-namespaces is set.
+func cacheOptions(o *serveOptions) cache.Options {
+	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&corev1.Secret{}: {Label: managedSecrets},
+	}}
+	if len(o.watchNamespaces) > 0 {
+		opts.DefaultNamespaces = map[string]cache.Config{}
+		for _, ns := range o.watchNamespaces {
+			opts.DefaultNamespaces[ns] = cache.Config{}
+		}
+	}
+	return opts
+}
+
 // managedSecrets selects the Secrets meshca writes; the informer cache holds
 // only those, so memory does not grow with the cluster's other Secrets.
 var managedSecrets = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
@@ -273,9 +292,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		LeaderElectionReleaseOnCancel: true,
 		HealthProbeBindAddress:        o.healthAddress,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
-		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: managedSecrets},
-		}},
+		Cache: cacheOptions(o),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

@@ -80,6 +80,8 @@ Settings whose default is "none" are left out when empty.
 {{- $a = append $a (printf "--webhook-port=%v" $v.webhook.port) -}}
 {{- $a = append $a (printf "--webhook-configuration=%s" $v.webhook.configurationName) -}}
 {{- $a = append $a (printf "--webhook-names=%s" (include "meshca.webhookNames" .)) -}}
+{{- $a = append $a (printf "--webhook-secret=%s" $v.webhook.secretName) -}}
+{{- with $v.rbac.namespaces }}{{ $a = append $a (printf "--watch-namespaces=%s" (join "," .)) }}{{ end -}}
 {{- $a = append $a (printf "--metrics-address=:%v" $v.metrics.port) -}}
 {{- $a = append $a (printf "--health-address=:%v" $v.health.port) -}}
 {{- $a = append $a (printf "--leader-elect=%t" $v.leaderElect) -}}
