@@ -50,10 +50,11 @@ func admit(req *admissionv1.AdmissionRequest) (*admissionv1.AdmissionResponse, s
 		return resp, resultIgnored
 	}
 	var w workload
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &w); err != nil || len(req.Object.Raw) == 0 {
-		if err == nil {
-			err = errors.New("no object in the request")
-		}
+	err := errors.New("no object in the request")
+	if len(req.Object.Raw) > 0 {
+		err = kjson.UnmarshalCaseSensitivePreserveInts(req.Object.Raw, &w)
+	}
+	if err != nil {
 		return deny(resp, http.StatusBadRequest, fmt.Sprintf("meshca webhook: decode %s %s: %v", gvk.Kind, req.Name, err)), resultDenied
 	}
 	in, err := wants(&w, req.Name)

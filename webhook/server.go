@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"mime"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -124,6 +126,9 @@ func (s *Server) Start(ctx context.Context) error {
 		WriteTimeout:      s.cfg.WriteTimeout,
 		IdleTimeout:       s.cfg.IdleTimeout,
 		MaxHeaderBytes:    64 << 10,
+		// TLS handshake failures (a scanner, a client without our CA)
+		// are noise at the default level.
+		ErrorLog: log.New(logWriter{s.cfg.Logger.V(1)}, "", 0),
 	}
 	log := s.cfg.Logger.WithValues("address", ln.Addr().String())
 	done := make(chan error, 1)
@@ -213,4 +218,12 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(out)
+}
+
+// logWriter turns http.Server's error log lines into logr messages.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
 }
