@@ -105,6 +105,17 @@ func plan(w *workload, in injection) ([]patchOp, error) {
 		return nil, nil
 	}
 	spec := &w.Spec.Template.Spec
+	if len(spec.Containers)+len(spec.InitContainers) == 0 {
+		// Nothing to inject into; validation will refuse the object.
+		return nil, nil
+	}
+	for _, c := range append(spec.InitContainers[:len(spec.InitContainers):len(spec.InitContainers)], spec.Containers...) {
+		if c.Name == "" {
+			// Unnamed (or null) containers fail validation; patching
+			// one would fail first with a less helpful error.
+			return nil, nil
+		}
+	}
 	var vols []corev1.Volume
 	var mounts []corev1.VolumeMount
 	var env []corev1.EnvVar
