@@ -1,15 +1,21 @@
 package webhook
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -92,7 +98,14 @@ func startWebhook(t *testing.T, env *testenv.Env, ns string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, "Server", srv.Start)
+	if *update {
+		// Record what the API server really sends as fuzz seeds.
+		rec := &http.Server{Handler: recorder{t: t, next: srv}, TLSConfig: srv.TLSConfig(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = rec.ServeTLS(ln, "", "") }()
+		t.Cleanup(func() { _ = rec.Close() })
+	} else {
+		run(t, "Server", srv.Start)
+	}
 
 	cfg := webhookConfiguration("meshca-"+ns, "https://"+ln.Addr().String()+Path, pki.RootPEM)
 	cfg.Webhooks[0].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
@@ -326,4 +339,27 @@ func TestSecretCertificateReload(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 30*time.Second, "the recreated Secret's certificate", func() (bool, error) { return serving() == "third", nil })
+}
+
+// recorder writes each AdmissionReview it passes on to the FuzzServeHTTP
+// seed corpus, named after the request's kind, operation and object.
+type recorder struct {
+	t    *testing.T
+	next http.Handler
+}
+
+func (r recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	body, err := io.ReadAll(req.Body)
+	if err != nil {
+		r.t.Errorf("recorder: %v", err)
+		return
+	}
+	var review admissionv1.AdmissionReview
+	if json.Unmarshal(body, &review) == nil && review.Request != nil && !ptr.Deref(review.Request.DryRun, false) {
+		rq := review.Request
+		name := strings.ToLower(fmt.Sprintf("apiserver-%s-%s-%s", rq.Kind.Kind, rq.Operation, rq.Name))
+		writeCorpusFile(r.t, filepath.Join("testdata", "fuzz", "FuzzServeHTTP", name), body)
+	}
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	r.next.ServeHTTP(w, req)
 }
