@@ -77,8 +77,8 @@ func (k *keyPair) load(certPEM, keyPEM []byte) (bool, error) {
 
 // SecretCertificateConfig configures a SecretCertificate.
 type SecretCertificateConfig struct {
-	// Client reads and watches the Secret. Required. It needs get, list and
-	// watch on Secrets in Namespace.
+	// Client lists and watches the Secret (RBAC: list and watch on Secrets
+	// in Namespace). Required.
 	Client kubernetes.Interface
 	// Namespace and Name name the kubernetes.io/tls Secret (keys tls.crt and
 	// tls.key) that holds the serving certificate. Required.
@@ -94,7 +94,7 @@ type SecretCertificateConfig struct {
 // writes the Secret; this type only reads it.
 type SecretCertificate struct {
 	cfg SecretCertificateConfig
-	*keyPair
+	kp  *keyPair
 }
 
 // NewSecretCertificate checks cfg. Nothing is read until Start.
@@ -103,11 +103,17 @@ func NewSecretCertificate(cfg SecretCertificateConfig) (*SecretCertificate, erro
 		return nil, errors.New("webhook: SecretCertificateConfig needs Client, Namespace and Name")
 	}
 	setDefault(&cfg.ResyncPeriod, 10*time.Minute)
-	return &SecretCertificate{cfg: cfg, keyPair: newKeyPair()}, nil
+	return &SecretCertificate{cfg: cfg, kp: newKeyPair()}, nil
 }
 
 // Loaded is closed once a certificate has been loaded.
-func (c *SecretCertificate) Loaded() <-chan struct{} { return c.loaded }
+func (c *SecretCertificate) Loaded() <-chan struct{} { return c.kp.loaded }
+
+// GetCertificate returns the last good certificate, or ErrNoCertificate
+// before the Secret was first read.
+func (c *SecretCertificate) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return c.kp.GetCertificate(hello)
+}
 
 // Start watches the Secret until ctx is done. A deleted or unparsable Secret
 // leaves the last good certificate in place.
@@ -123,7 +129,7 @@ func (c *SecretCertificate) Start(ctx context.Context) error {
 		if !ok {
 			return
 		}
-		changed, err := c.load(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
+		changed, err := c.kp.load(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
 		switch {
 		case err != nil:
 			log.Error(err, "serving certificate Secret unusable; keeping the current certificate", "type", s.Type)
@@ -162,7 +168,7 @@ type FileCertificateConfig struct {
 // files behind the symlink swaps of Secret volumes.
 type FileCertificate struct {
 	cfg FileCertificateConfig
-	*keyPair
+	kp  *keyPair
 }
 
 // NewFileCertificate loads the files once; it fails if they are not a valid
@@ -175,7 +181,7 @@ func NewFileCertificate(cfg FileCertificateConfig) (*FileCertificate, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
 	}
-	f := &FileCertificate{cfg: cfg, keyPair: newKeyPair()}
+	f := &FileCertificate{cfg: cfg, kp: newKeyPair()}
 	if _, err := f.reload(); err != nil {
 		return nil, err
 	}
@@ -191,11 +197,16 @@ func (f *FileCertificate) reload() (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("webhook: read key: %w", err)
 	}
-	changed, err := f.load(certPEM, keyPEM)
+	changed, err := f.kp.load(certPEM, keyPEM)
 	if err != nil {
 		return false, fmt.Errorf("webhook: %s and %s: %w", f.cfg.CertFile, f.cfg.KeyFile, err)
 	}
 	return changed, nil
+}
+
+// GetCertificate returns the last good certificate.
+func (f *FileCertificate) GetCertificate(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+	return f.kp.GetCertificate(hello)
 }
 
 // Start re-reads the files every Interval until ctx is done. Files that
