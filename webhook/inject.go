@@ -274,7 +274,8 @@ func planMounts(base string, c *corev1.Container, want []corev1.VolumeMount) ([]
 }
 
 // planEnv sets meshca's variables. They belong to meshca: a different value
-// (say, MESHCA_CA_FILE from before the trust bundle was asked for) is replaced.
+// (say, MESHCA_CA_FILE from before the trust bundle was asked for) is
+// replaced, in every duplicate entry, since the last one wins in a pod.
 func planEnv(base string, have, want []corev1.EnvVar) []patchOp {
 	var ops []patchOp
 	var missing []corev1.EnvVar
@@ -288,7 +289,6 @@ func planEnv(base string, have, want []corev1.EnvVar) []patchOp {
 			if h.Value != w.Value || h.ValueFrom != nil {
 				ops = append(ops, patchOp{Op: "replace", Path: fmt.Sprintf("%s/env/%d", base, j), Value: w})
 			}
-			break
 		}
 		if !found {
 			missing = append(missing, w)

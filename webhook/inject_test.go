@@ -179,6 +179,14 @@ func admitCases() map[string]admitCase {
 		{Name: EnvKeyFile, Value: "/var/run/meshca/tls/tls.key"},
 	}
 
+	userEnv := podTemplate("app")
+	userEnv.Spec.Containers[0].Env = []corev1.EnvVar{
+		{Name: EnvCAFile, Value: "/etc/ssl/ca.pem"},
+		{Name: "OTHER", Value: "x"},
+		{Name: EnvCAFile, ValueFrom: &corev1.EnvVarSource{ConfigMapKeyRef: &corev1.ConfigMapKeySelector{
+			LocalObjectReference: corev1.LocalObjectReference{Name: "roots"}, Key: "ca.crt"}}},
+	}
+
 	foreignVolume := podTemplate("app")
 	foreignVolume.Spec.Volumes = []corev1.Volume{{Name: TrustVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: "corporate-roots"}}}}}
@@ -208,6 +216,7 @@ func admitCases() map[string]admitCase {
 		"deployment-update":               {admissionv1.Update, deployment("web", bothAnn, podTemplate("app")), resultPatched},
 		"deployment-stored-unchanged":     {admissionv1.Update, deployment("web", bothAnn, stored), resultUnchanged},
 		"deployment-add-trust-to-cert":    {admissionv1.Update, deployment("web", bothAnn, certOnly), resultPatched},
+		"deployment-env-overridden":       {admissionv1.Create, deployment("web", trustAnn, userEnv), resultPatched},
 		"deployment-unannotated":          {admissionv1.Create, deployment("web", nil, podTemplate("app")), resultIgnored},
 		"deployment-annotation-false":     {admissionv1.Create, deployment("web", map[string]string{AnnotationInjectTrustBundle: "false"}, podTemplate("app")), resultIgnored},
 		"deployment-generate-name":        {admissionv1.Create, generated, resultDenied},
