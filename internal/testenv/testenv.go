@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -40,8 +41,11 @@ type Env struct {
 }
 
 var (
-	current atomic.Pointer[Env]
-	nsSeq   atomic.Int64
+	current    atomic.Pointer[Env]
+	nsSeq      atomic.Int64
+	mainCalled atomic.Bool
+	startOnce  sync.Once
+	startErr   error
 )
 
 // RepoRoot returns the root of the meshca checkout holding this file.
@@ -64,9 +68,11 @@ func BinDir() string {
 	return filepath.Join(cache, "kube", KubeVersion, "bin")
 }
 
-// Main starts the control plane, runs the package's tests and stops it. Call
-// it from TestMain. With -short the control plane is not started and tests
-// that call Get are skipped with a message (never silently).
+// Main runs the package's tests and stops the control plane afterwards. Call
+// it from TestMain. The control plane starts at the first Get, so runs that
+// need none (a -run that selects pure tests, benchmarks, fuzz workers, which
+// each run TestMain) do not start one. With -short it is never started and
+// tests that call Get are skipped with a message (never silently).
 func Main(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -75,15 +81,12 @@ func run(m *testing.M) int {
 	if testingShort() {
 		return m.Run()
 	}
-	e, err := Start()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "testenv: %v\n", err)
-		return 1
-	}
-	current.Store(e)
+	mainCalled.Store(true)
 	code := m.Run()
-	if err := e.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
+	if e := current.Load(); e != nil {
+		if err := e.Stop(); err != nil {
+			fmt.Fprintf(os.Stderr, "testenv: stop: %v\n", err)
+		}
 	}
 	return code
 }
@@ -163,8 +166,9 @@ func (e *Env) Stop() error {
 	return e.env.Stop()
 }
 
-// Get returns the package's control plane. It fails the test when Main did
-// not start one, and skips it (with a message) under -short.
+// Get returns the package's control plane, starting it on first use. It
+// fails the test when TestMain does not call Main or the control plane does
+// not start, and skips it (with a message) under -short.
 func Get(t testing.TB) *Env {
 	t.Helper()
 	if e := current.Load(); e != nil {
@@ -173,8 +177,21 @@ func Get(t testing.TB) *Env {
 	if testing.Short() {
 		t.Skip("needs the local control plane; not started under -short")
 	}
-	t.Fatal("testenv: no control plane: call testenv.Main(m) from TestMain")
-	return nil
+	if !mainCalled.Load() {
+		t.Fatal("testenv: no control plane: call testenv.Main(m) from TestMain")
+	}
+	startOnce.Do(func() {
+		e, err := Start()
+		if err != nil {
+			startErr = err
+			return
+		}
+		current.Store(e)
+	})
+	if startErr != nil {
+		t.Fatalf("testenv: %v", startErr)
+	}
+	return current.Load()
 }
 
 // Namespace creates a fresh namespace for one test and returns its name. The

@@ -1,0 +1,229 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/prometheus/client_golang/prometheus"
+	admissionv1 "k8s.io/api/admission/v1"
+)
+
+// Path is where the server accepts AdmissionReviews.
+const Path = "/mutate"
+
+// DefaultMaxRequestBytes is the default cap on a request body: the API
+// server's own limit on a request, so nothing it sends is refused.
+const DefaultMaxRequestBytes = 3 << 20
+
+// CertificateSource supplies the serving certificate for each TLS handshake,
+// so a renewed certificate is served without a restart. SecretCertificate and
+// FileCertificate implement it; so does a *certwatcher.CertWatcher.
+type CertificateSource interface {
+	GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
+}
+
+// Config configures a Server. Only Certificates is required.
+type Config struct {
+	// Addr is the TCP address to listen on. Empty means ":9443".
+	Addr string
+	// Listener, if not nil, is used instead of listening on Addr; Start
+	// closes it. Tests pass one bound to 127.0.0.1:0.
+	Listener net.Listener
+	// Certificates supplies the serving certificate. Required.
+	Certificates CertificateSource
+	// Registry receives the request counter and latency histogram. Nil
+	// means the metrics are kept but not registered anywhere; the global
+	// default registry is never used.
+	Registry prometheus.Registerer
+	// Logger logs failed requests and the server's lifecycle. The zero
+	// Logger discards.
+	Logger logr.Logger
+	// MaxRequestBytes caps a request body; larger bodies get 413. Zero means
+	// DefaultMaxRequestBytes.
+	MaxRequestBytes int64
+	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
+	// http.Server timeouts. Zero means 5s, 15s, 15s and 90s. (The API server
+	// waits for a webhook at most 30s, 10s by default.)
+	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown once Start's context is
+	// done. Zero means 10s.
+	ShutdownTimeout time.Duration
+}
+
+// Server is the admission webhook: an http.Handler for POST /mutate and, via
+// Start, an HTTPS server for it. It keeps no state between requests, so every
+// replica serves without a leader.
+type Server struct {
+	cfg     Config
+	metrics *metrics
+}
+
+// New checks cfg, fills its defaults and registers the metrics.
+func New(cfg Config) (*Server, error) {
+	if cfg.Certificates == nil {
+		return nil, errors.New("webhook: Config.Certificates is required")
+	}
+	if cfg.Addr == "" {
+		cfg.Addr = ":9443"
+	}
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	setDefault(&cfg.ReadHeaderTimeout, 5*time.Second)
+	setDefault(&cfg.ReadTimeout, 15*time.Second)
+	setDefault(&cfg.WriteTimeout, 15*time.Second)
+	setDefault(&cfg.IdleTimeout, 90*time.Second)
+	setDefault(&cfg.ShutdownTimeout, 10*time.Second)
+	m, err := newMetrics(cfg.Registry)
+	if err != nil {
+		return nil, err
+	}
+	return &Server{cfg: cfg, metrics: m}, nil
+}
+
+func setDefault(d *time.Duration, v time.Duration) {
+	if *d <= 0 {
+		*d = v
+	}
+}
+
+// TLSConfig is the server's TLS configuration: TLS 1.2 or newer, the
+// certificate from Config.Certificates at every handshake.
+func (s *Server) TLSConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: s.cfg.Certificates.GetCertificate,
+		NextProtos:     []string{"h2", "http/1.1"},
+	}
+}
+
+// Start serves HTTPS until ctx is done, then shuts down gracefully and
+// returns. It returns early with an error if it cannot listen or serve.
+func (s *Server) Start(ctx context.Context) error {
+	ln := s.cfg.Listener
+	if ln == nil {
+		var err error
+		if ln, err = (&net.ListenConfig{}).Listen(ctx, "tcp", s.cfg.Addr); err != nil {
+			return fmt.Errorf("webhook: listen on %s: %w", s.cfg.Addr, err)
+		}
+	}
+	srv := &http.Server{
+		Handler:           s,
+		TLSConfig:         s.TLSConfig(),
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		// TLS handshake failures (a scanner, a client without our CA)
+		// are noise at the default level.
+		ErrorLog: log.New(logWriter{s.cfg.Logger.V(1)}, "", 0),
+	}
+	log := s.cfg.Logger.WithValues("address", ln.Addr().String())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeTLS(ln, "", "") }()
+	log.Info("webhook serving")
+	select {
+	case err := <-done:
+		return fmt.Errorf("webhook: serve: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.ShutdownTimeout)
+	defer cancel()
+	err := srv.Shutdown(sctx)
+	if serr := <-done; !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("webhook: shutdown: %w", err)
+	}
+	log.Info("webhook stopped")
+	return nil
+}
+
+// ServeHTTP answers POST /mutate with an AdmissionReview. Requests that are
+// not AdmissionReviews get a 4xx with a plain-text reason.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	kind := "unknown"
+	result := resultBadRequest
+	defer func() {
+		s.metrics.requests.WithLabelValues(kind, result).Inc()
+		s.metrics.latency.WithLabelValues(kind).Observe(time.Since(start).Seconds())
+	}()
+	fail := func(code int, format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		s.cfg.Logger.V(1).Info("bad admission request", "status", code, "reason", msg, "remote", r.RemoteAddr)
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.WriteHeader(code)
+		fmt.Fprintln(w, msg)
+	}
+	if r.URL.Path != Path {
+		fail(http.StatusNotFound, "no such path %q; the webhook serves POST %s", r.URL.Path, Path)
+		return
+	}
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		fail(http.StatusMethodNotAllowed, "method %s not allowed; send POST", r.Method)
+		return
+	}
+	if mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type")); err != nil || mt != "application/json" {
+		fail(http.StatusUnsupportedMediaType, "content type %q not supported; send application/json", r.Header.Get("Content-Type"))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes))
+	if err != nil {
+		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			fail(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", s.cfg.MaxRequestBytes)
+			return
+		}
+		fail(http.StatusBadRequest, "read request body: %v", err)
+		return
+	}
+	var review admissionv1.AdmissionReview
+	if err := json.Unmarshal(body, &review); err != nil {
+		fail(http.StatusBadRequest, "request body is not valid JSON: %v", err)
+		return
+	}
+	if review.APIVersion != admissionv1.SchemeGroupVersion.String() || review.Kind != "AdmissionReview" {
+		fail(http.StatusBadRequest, "request body is %q %q, not an %s AdmissionReview", review.APIVersion, review.Kind, admissionv1.SchemeGroupVersion)
+		return
+	}
+	if review.Request == nil {
+		fail(http.StatusBadRequest, "AdmissionReview has no request")
+		return
+	}
+	kind = kindLabel(review.Request)
+	resp, res := admit(review.Request)
+	out, err := json.Marshal(admissionv1.AdmissionReview{TypeMeta: review.TypeMeta, Response: resp})
+	if err != nil { // cannot happen for these types
+		fail(http.StatusInternalServerError, "encode response: %v", err)
+		return
+	}
+	result = res
+	if !resp.Allowed {
+		s.cfg.Logger.Info("admission denied", "kind", review.Request.Kind.Kind, "namespace", review.Request.Namespace, "name", review.Request.Name, "reason", resp.Result.Message)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out)
+}
+
+// logWriter turns http.Server's error log lines into logr messages.
+type logWriter struct{ log logr.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Info(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
