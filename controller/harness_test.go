@@ -250,18 +250,6 @@ func uris(c *x509.Certificate) []string {
 	return out
 }
 
-func hasLabel(ns *corev1.Namespace, k, v string) *corev1.Namespace {
-	if ns.Labels == nil {
-		ns.Labels = map[string]string{}
-	}
-	ns.Labels[k] = v
-	return ns
-}
-
-func namespaceObj(name string) *corev1.Namespace {
-	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-}
-
 func joined(s []string) string { return strings.Join(s, ",") }
 
 func ctrlConfigForTests() config.Controller {

@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -52,12 +51,6 @@ func (e *specError) Error() string { return e.msg }
 
 func specErrorf(format string, args ...any) error {
 	return &specError{msg: fmt.Sprintf(format, args...)}
-}
-
-// isSpecError reports whether err is the user's to fix.
-func isSpecError(err error) bool {
-	var se *specError
-	return errors.As(err, &se)
 }
 
 // parseGatewayWish reads what a TLSContext asks for. It never trusts the

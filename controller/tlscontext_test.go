@@ -35,6 +35,7 @@ func TestTLSContextTable(t *testing.T) {
 		uri              string   // its URI SAN
 		event            string   // Warning Event reason expected instead
 		eventHas         string   // text the Event names
+		absentNS, absent string   // Secret that must not appear
 	}
 	cases := map[string]struct {
 		ann  map[string]string
@@ -52,7 +53,7 @@ func TestTLSContextTable(t *testing.T) {
 		"other namespace, accepted": {issue, map[string]any{"secret": "cross-certs." + accepting},
 			want{secretNS: accepting, secret: "cross-certs", uri: spiffe}},
 		"other namespace, not accepted": {issue, map[string]any{"secret": "cross-certs." + refusing},
-			want{event: EventCrossNamespace, eventHas: "does not accept"}},
+			want{event: EventCrossNamespace, eventHas: "does not accept", absentNS: refusing, absent: "cross-certs"}},
 		"secret_namespacing false": {issue, map[string]any{"secret": "dotted.certs", "secret_namespacing": false},
 			want{secretNS: ns, secret: "dotted.certs", uri: spiffe}},
 		"missing target namespace": {issue, map[string]any{"secret": "x.no-such-namespace"},
@@ -62,9 +63,9 @@ func TestTLSContextTable(t *testing.T) {
 		"foreign secret": {issue, map[string]any{"secret": "foreign-certs"},
 			want{event: EventSecretConflict, eventHas: "not managed by meshca"}},
 		"name outside policy": {issue, map[string]any{"hosts": []any{"www.example.com"}, "secret": "public-certs"},
-			want{event: EventPolicyRejected, eventHas: "www.example.com"}},
+			want{event: EventPolicyRejected, eventHas: "www.example.com", absentNS: ns, absent: "public-certs"}},
 		"bad duration": {map[string]string{meta.AnnotationIssue: "true", meta.AnnotationDuration: "-1h"}, map[string]any{"secret": "dur-certs"},
-			want{event: EventInvalidSpec, eventHas: "must be positive"}},
+			want{event: EventInvalidSpec, eventHas: "must be positive", absentNS: ns, absent: "dur-certs"}},
 		"unknown key algorithm": {map[string]string{meta.AnnotationIssue: "true", meta.AnnotationKeyAlgorithm: "dsa-1024"}, map[string]any{"secret": "alg-certs"},
 			want{event: EventInvalidSpec, eventHas: "dsa-1024"}},
 	}
@@ -78,6 +79,9 @@ func TestTLSContextTable(t *testing.T) {
 				note := h.waitEvent(t, ns, objName, tc.want.event)
 				if !strings.Contains(note, tc.want.eventHas) {
 					t.Errorf("Event %s: %q does not mention %q", tc.want.event, note, tc.want.eventHas)
+				}
+				if tc.want.absent != "" {
+					h.noSecret(t, tc.want.absentNS, tc.want.absent)
 				}
 				return
 			}

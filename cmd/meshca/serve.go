@@ -292,7 +292,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		LeaderElectionReleaseOnCancel: true,
 		HealthProbeBindAddress:        o.healthAddress,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
-		Cache: cacheOptions(o),
+		Cache:                         cacheOptions(o),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
