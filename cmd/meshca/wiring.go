@@ -2,13 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -16,6 +19,7 @@ import (
 	"github.com/meshca/meshca/controller"
 	"github.com/meshca/meshca/issuer"
 	"github.com/meshca/meshca/rotator"
+	"github.com/meshca/meshca/webhook"
 )
 
 // setupControllers loads (or, on a first start, creates) the CA and adds
@@ -103,5 +107,87 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		return fmt.Errorf("--audit-schedule: %w", err)
 	}
 	// A plain Runnable runs only on the leader.
-	return mgr.Add(manager.RunnableFunc(audit.Start))
+	if err := mgr.Add(manager.RunnableFunc(audit.Start)); err != nil {
+		return err
+	}
+	return setupWebhook(mgr, o, state, trust)
+}
+
+// everyReplica marks a runnable that runs with or without the Lease.
+type everyReplica struct{ manager.Runnable }
+
+func (everyReplica) NeedLeaderElection() bool { return false }
+
+// setupWebhook adds the admission webhook and its serving certificate to
+// every replica, and to the leader the issuance of that certificate and the
+// upkeep of the MutatingWebhookConfiguration's caBundle.
+func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *controller.Trust) error {
+	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
+	if err != nil {
+		return err
+	}
+	logger := mgr.GetLogger().WithName("webhook")
+	cert, err := webhook.NewSecretCertificate(webhook.SecretCertificateConfig{
+		Client: cs, Namespace: o.namespace, Name: o.webhookSecret, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	srv, err := webhook.New(webhook.Config{
+		Addr:         fmt.Sprintf(":%d", o.webhookPort),
+		Certificates: cert,
+		Registry:     ctrlmetrics.Registry,
+		Logger:       logger,
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range []manager.Runnable{manager.RunnableFunc(cert.Start), manager.RunnableFunc(srv.Start)} {
+		if err := mgr.Add(everyReplica{r}); err != nil {
+			return err
+		}
+	}
+	// Ready once the serving certificate is loaded: before that the API
+	// server's calls to this replica would fail.
+	if err := mgr.AddReadyzCheck("webhook-certificate", func(*http.Request) error {
+		select {
+		case <-cert.Loaded():
+			return nil
+		default:
+			return errors.New("webhook serving certificate not loaded yet")
+		}
+	}); err != nil {
+		return err
+	}
+
+	// meshca's own serving certificate carries names from its own flags, set
+	// by the operator, so it is issued with the operator's policy (an IP
+	// such as 127.0.0.1 is allowed for out-of-cluster runs).
+	servingIssuer, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: issuer.OperatorPolicy()})
+	if err != nil {
+		return err
+	}
+	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return err
+	}
+	serving := &controller.ServingCertificate{
+		Client: direct, Issuer: servingIssuer, Trust: trust,
+		Namespace: o.namespace, Name: o.webhookSecret, Names: o.webhookNames,
+	}
+	syncer, err := webhook.NewCABundleSyncer(webhook.CABundleSyncerConfig{
+		Client: cs,
+		Name:   o.webhookConfiguration,
+		Bundle: func() ([]byte, error) { return trust.PEM(), nil },
+		Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	for _, r := range []manager.Runnable{manager.RunnableFunc(serving.Start), manager.RunnableFunc(syncer.Start)} {
+		if err := mgr.Add(r); err != nil {
+			return err
+		}
+	}
+	return nil
 }
