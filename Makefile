@@ -25,7 +25,7 @@ help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
 
 build: ## Build bin/meshca.
-	go build -trimpath -ldflags "$(GO_LDFLAGS)" -o bin/meshca ./cmd/meshca
+	go build -ldflags "$(GO_LDFLAGS)" -o bin/meshca ./cmd/meshca
 
 kube: ## Build kube-apiserver, etcd and kubectl from source into the tool cache (once per machine).
 	@hack/build-kube.sh >/dev/null
