@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -104,6 +105,9 @@ type desiredSecret struct {
 	typ         corev1.SecretType
 	data        map[string][]byte
 	annotations map[string]string
+	// owners, when set, are the Secret's owner references; nil leaves
+	// whatever the Secret has.
+	owners []metav1.OwnerReference
 }
 
 // apply makes the Secret at ref hold d, creating it when existing is nil.
@@ -119,10 +123,11 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 	if existing == nil {
 		s := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
-				Name:        d.ref.Name,
-				Namespace:   d.ref.Namespace,
-				Labels:      map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
-				Annotations: d.annotations,
+				Name:            d.ref.Name,
+				Namespace:       d.ref.Namespace,
+				Labels:          map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
+				Annotations:     d.annotations,
+				OwnerReferences: d.owners,
 			},
 			Type: d.typ,
 			Data: d.data,
@@ -150,6 +155,9 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 		s.Annotations = map[string]string{}
 	}
 	maps.Copy(s.Annotations, d.annotations)
+	if d.owners != nil {
+		s.OwnerReferences = d.owners
+	}
 	s.Data = d.data
 	// Update carries the resourceVersion we read: a concurrent edit makes
 	// this fail with a conflict and the reconcile retries with fresh data.
@@ -174,7 +182,7 @@ func needsUpdate(s *corev1.Secret, d desiredSecret) bool {
 			return true
 		}
 	}
-	return false
+	return d.owners != nil && !equality.Semantic.DeepEqual(s.OwnerReferences, d.owners)
 }
 
 // delete removes a managed Secret, only if it is still the one we read.
