@@ -11,6 +11,8 @@ import (
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshca/meshca/internal/meta"
@@ -68,35 +70,49 @@ type secretWriter struct {
 // errForeignSecret when one exists that meshca does not own.
 func (w *secretWriter) get(ctx context.Context, ref secretRef) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
-	err := w.client.Get(ctx, ref.key(), s)
-	if err == nil {
-		if !isManaged(s) {
-			return nil, &errForeignSecret{ref}
-		}
-		return s, nil
-	}
-	if !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
-	}
-	// Not in the cache: it is missing, or it is foreign (or the cache lags).
-	// Only metadata is needed to tell; a PartialObjectMetadata read never
-	// fetches a foreign Secret's data.
-	pm := &metav1.PartialObjectMetadata{}
-	pm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	err = w.reader.Get(ctx, ref.key(), pm)
+	found, foreign, err := getManaged(ctx, w.client, w.reader, ref.key(), s, corev1.SchemeGroupVersion.WithKind("Secret"))
 	switch {
-	case apierrors.IsNotFound(err):
-		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
-	case pm.Labels[meta.LabelManagedBy] != meta.ManagedByValue:
+	case foreign:
 		return nil, &errForeignSecret{ref}
-	}
-	// Managed but not yet in the cache: read it whole.
-	if err := w.reader.Get(ctx, ref.key(), s); err != nil {
-		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
+	case !found:
+		return nil, nil
 	}
 	return s, nil
+}
+
+// getManaged reads the object at key into obj. Reads come from cached,
+// which holds only objects with meshca's label; a miss is confirmed with a
+// direct read so a foreign object is never mistaken for a missing one. That
+// read asks for metadata only: a foreign Secret's data is never fetched.
+// found is false for a missing object; foreign is true for one without
+// meshca's label (obj is then not filled in).
+func getManaged(ctx context.Context, cached, direct client.Reader, key types.NamespacedName, obj client.Object, gvk schema.GroupVersionKind) (found, foreign bool, err error) {
+	err = cached.Get(ctx, key, obj)
+	if err == nil {
+		return true, obj.GetLabels()[meta.LabelManagedBy] != meta.ManagedByValue, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, false, err
+	}
+	// Not in the cache: it is missing, or it is foreign (or the cache lags).
+	pm := &metav1.PartialObjectMetadata{}
+	pm.SetGroupVersionKind(gvk)
+	err = direct.Get(ctx, key, pm)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, false, nil
+	case err != nil:
+		return false, false, err
+	case pm.Labels[meta.LabelManagedBy] != meta.ManagedByValue:
+		return true, true, nil
+	}
+	// Managed but not yet in the cache: read it whole.
+	if err := direct.Get(ctx, key, obj); err != nil {
+		return false, false, err
+	}
+	return true, false, nil
 }
 
 // desiredSecret is what a Secret should hold.
