@@ -245,9 +245,10 @@ func restConfig(path string, qps float32, burst int) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// managedSecrets selects the Secrets meshca writes; the informer cache holds
-// only those, so memory does not grow with the cluster's other Secrets.
-var managedSecrets = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
+// managedByMeshca selects the Secrets and ConfigMaps meshca writes; the
+// informer cache holds only those, so memory does not grow with the
+// cluster's other Secrets and ConfigMaps.
+var managedByMeshca = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
 
 func runServe(ctx context.Context, o *serveOptions) error {
 	log := newLogger(o.logFormat, o.logLevel)
@@ -274,7 +275,8 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		HealthProbeBindAddress:        o.healthAddress,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
 		Cache: cache.Options{ByObject: map[client.Object]cache.ByObject{
-			&corev1.Secret{}: {Label: managedSecrets},
+			&corev1.Secret{}:    {Label: managedByMeshca},
+			&corev1.ConfigMap{}: {Label: managedByMeshca},
 		}},
 	})
 	if err != nil {
