@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshca/meshca/ca"
@@ -32,6 +33,26 @@ type certKeeper struct {
 	// limiter caps issuance; nil means unlimited.
 	limiter *rate.Limiter
 	clock   clock.PassiveClock
+}
+
+// newCertKeeper builds the keeper of a reconciler from its dependencies,
+// filling their documented defaults in place: a nil reader becomes the
+// manager's direct API reader, a nil clock the real clock.
+func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk *clock.PassiveClock, iss Issuer, rec EventRecorder, m *Metrics, lim *rate.Limiter) *certKeeper {
+	if *clk == nil {
+		*clk = clock.RealClock{}
+	}
+	if *reader == nil {
+		*reader = mgr.GetAPIReader()
+	}
+	return &certKeeper{
+		secrets:  &secretWriter{client: c, reader: *reader, metrics: m},
+		issuer:   iss,
+		recorder: rec,
+		metrics:  m,
+		limiter:  lim,
+		clock:    *clk,
+	}
 }
 
 // certWish is one certificate a source object wants kept in a Secret.

@@ -119,9 +119,6 @@ type TLSContextReconciler struct {
 
 // SetupWithManager registers the reconciler, its index and its watches.
 func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if r.Clock == nil {
-		r.Clock = clock.RealClock{}
-	}
 	if r.Config.TrustDomain == "" {
 		r.Config.TrustDomain = "cluster.local"
 	}
@@ -134,11 +131,8 @@ func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	if r.Config.MaxConcurrentReconciles == 0 {
 		r.Config.MaxConcurrentReconciles = 8
 	}
-	if r.Reader == nil {
-		r.Reader = mgr.GetAPIReader()
-	}
-	r.secrets = &secretWriter{client: r.Client, reader: r.Reader, metrics: r.Metrics}
-	r.keeper = &certKeeper{secrets: r.secrets, issuer: r.Issuer, recorder: r.Recorder, metrics: r.Metrics, limiter: r.Limiter, clock: r.Clock}
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter)
+	r.secrets = r.keeper.secrets
 	r.resync = make(chan event.TypedGenericEvent[*unstructured.Unstructured], 1024)
 
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Secret{}, sourceIndex, indexSource); err != nil {

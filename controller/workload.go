@@ -90,9 +90,6 @@ func (c workloadController) Reconcile(ctx context.Context, req reconcile.Request
 
 // SetupWithManager registers one controller per workload kind.
 func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manager) error {
-	if r.Clock == nil {
-		r.Clock = clock.RealClock{}
-	}
 	if r.Config.TrustDomain == "" {
 		r.Config.TrustDomain = "cluster.local"
 	}
@@ -102,11 +99,7 @@ func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manage
 	if r.Config.MaxConcurrentReconciles == 0 {
 		r.Config.MaxConcurrentReconciles = 4
 	}
-	if r.Reader == nil {
-		r.Reader = mgr.GetAPIReader()
-	}
-	secrets := &secretWriter{client: r.Client, reader: r.Reader, metrics: r.Metrics}
-	r.keeper = &certKeeper{secrets: secrets, issuer: r.Issuer, recorder: r.Recorder, metrics: r.Metrics, limiter: r.Limiter, clock: r.Clock}
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter)
 	r.resync = map[string]chan event.GenericEvent{}
 	for _, kind := range WorkloadKinds {
 		ch := make(chan event.GenericEvent, 1024)
