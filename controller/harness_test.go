@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	eventsv1 "k8s.io/api/events/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -38,7 +39,10 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 // do not see each other's objects.
 type harness struct {
 	env     *testenv.Env
-	rec     *TLSContextReconciler
+	rec     *TLSContextReconciler // nil with skipTLSContext
+	work    *WorkloadReconciler   // set with workloads
+	bundle  *BundleReconciler     // set with bundle
+	trust   *Trust
 	state   *ca.State
 	issuer  *issuer.Local
 	metrics *Metrics
@@ -72,9 +76,17 @@ func (h *harness) settle(t *testing.T) {
 }
 
 type harnessOptions struct {
-	config     TLSContextConfig
+	config TLSContextConfig
+	// namespaces the cache watches; empty means all.
 	namespaces []string
 	policy     issuer.Policy
+	// skipTLSContext leaves the TLSContext reconciler out.
+	skipTLSContext bool
+	// workloads runs the workload reconciler with workloadConfig.
+	workloads      bool
+	workloadConfig WorkloadConfig
+	// bundle, when set, runs the trust bundle reconciler with it.
+	bundle *BundleConfig
 }
 
 func startHarness(t *testing.T, o harnessOptions) *harness {
@@ -103,7 +115,8 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 		Cache: cache.Options{
 			DefaultNamespaces: nsConfig,
 			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Secret{}: {Label: labels.SelectorFromSet(labels.Set{meta.LabelManagedBy: meta.ManagedByValue})},
+				&corev1.Secret{}:    {Label: labels.SelectorFromSet(labels.Set{meta.LabelManagedBy: meta.ManagedByValue})},
+				&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{meta.LabelManagedBy: meta.ManagedByValue})},
 			},
 		},
 		Controller: ctrlConfigForTests(),
@@ -112,27 +125,56 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 		t.Fatalf("new manager: %v", err)
 	}
 	reg := prometheus.NewRegistry()
-	h := &harness{env: env, state: state, issuer: iss, metrics: NewMetrics(reg), reg: reg}
-	h.rec = &TLSContextReconciler{
-		Client:   mgr.GetClient(),
-		Issuer:   iss,
-		Trust:    trust,
-		Recorder: mgr.GetEventRecorder("meshca"),
-		Metrics:  h.metrics,
-		Config:   o.config,
-	}
-	h.done = map[types.NamespacedName]int64{}
-	h.rec.reconciled = func(key types.NamespacedName, seq int64) {
-		h.mu.Lock()
-		defer h.mu.Unlock()
-		if seq > h.done[key] {
-			h.done[key] = seq
+	h := &harness{env: env, state: state, issuer: iss, metrics: NewMetrics(reg), reg: reg, trust: trust}
+	ctx, cancel := context.WithCancel(context.Background())
+	if !o.skipTLSContext {
+		h.rec = &TLSContextReconciler{
+			Client:   mgr.GetClient(),
+			Issuer:   iss,
+			Trust:    trust,
+			Recorder: mgr.GetEventRecorder("meshca"),
+			Metrics:  h.metrics,
+			Config:   o.config,
+		}
+		h.done = map[types.NamespacedName]int64{}
+		h.rec.reconciled = func(key types.NamespacedName, seq int64) {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if seq > h.done[key] {
+				h.done[key] = seq
+			}
+		}
+		if err := h.rec.SetupWithManager(ctx, mgr); err != nil {
+			cancel()
+			t.Fatalf("setup: %v", err)
 		}
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	if err := h.rec.SetupWithManager(ctx, mgr); err != nil {
-		cancel()
-		t.Fatalf("setup: %v", err)
+	if o.workloads {
+		h.work = &WorkloadReconciler{
+			Client:   mgr.GetClient(),
+			Issuer:   iss,
+			Trust:    trust,
+			Recorder: mgr.GetEventRecorder("meshca"),
+			Metrics:  h.metrics,
+			Config:   o.workloadConfig,
+		}
+		if err := h.work.SetupWithManager(ctx, mgr); err != nil {
+			cancel()
+			t.Fatalf("setup workloads: %v", err)
+		}
+	}
+	if o.bundle != nil {
+		h.bundle = &BundleReconciler{
+			Client:   mgr.GetClient(),
+			Trust:    trust,
+			Recorder: mgr.GetEventRecorder("meshca"),
+			Metrics:  h.metrics,
+			Config:   *o.bundle,
+		}
+		if err := h.bundle.SetupWithManager(ctx, mgr); err != nil {
+			cancel()
+			t.Fatalf("setup trust bundle: %v", err)
+		}
 	}
 	done := make(chan error, 1)
 	go func() { done <- mgr.Start(ctx) }()
@@ -331,4 +373,16 @@ func issueFor(t *testing.T, h *harness, ns string) *issuer.Bundle {
 		t.Fatalf("issue: %v", err)
 	}
 	return b
+}
+
+func hasLabel(ns *corev1.Namespace, k, v string) *corev1.Namespace {
+	if ns.Labels == nil {
+		ns.Labels = map[string]string{}
+	}
+	ns.Labels[k] = v
+	return ns
+}
+
+func namespaceObj(name string) *corev1.Namespace {
+	return &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
 }

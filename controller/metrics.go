@@ -13,6 +13,10 @@ type Metrics struct {
 	NotAfter  *prometheus.GaugeVec
 	RenewAt   *prometheus.GaugeVec
 	Rejected  *prometheus.CounterVec
+	// BundleWrites counts writes to trust bundle ConfigMaps by operation;
+	// BundleConflicts counts refusals to overwrite a foreign one.
+	BundleWrites    *prometheus.CounterVec
+	BundleConflicts prometheus.Counter
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -47,9 +51,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "meshca_requests_rejected_total",
 			Help: "Requests refused before signing, by rule (policy, spec, cross-namespace).",
 		}, []string{"rule"}),
+		BundleWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meshca_trust_bundle_writes_total",
+			Help: "Writes to meshca-trust-bundle ConfigMaps by operation (create, update).",
+		}, []string{"operation"}),
+		BundleConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meshca_trust_bundle_conflicts_total",
+			Help: "Refusals to overwrite a meshca-trust-bundle ConfigMap that is not meshca's.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Issued, m.Failures, m.Conflicts, m.Writes, m.NotAfter, m.RenewAt, m.Rejected)
+		reg.MustRegister(m.Issued, m.Failures, m.Conflicts, m.Writes, m.NotAfter, m.RenewAt, m.Rejected, m.BundleWrites, m.BundleConflicts)
 	}
 	return m
 }

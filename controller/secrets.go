@@ -8,8 +8,11 @@ import (
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshca/meshca/internal/meta"
@@ -67,35 +70,49 @@ type secretWriter struct {
 // errForeignSecret when one exists that meshca does not own.
 func (w *secretWriter) get(ctx context.Context, ref secretRef) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
-	err := w.client.Get(ctx, ref.key(), s)
-	if err == nil {
-		if !isManaged(s) {
-			return nil, &errForeignSecret{ref}
-		}
-		return s, nil
-	}
-	if !apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
-	}
-	// Not in the cache: it is missing, or it is foreign (or the cache lags).
-	// Only metadata is needed to tell; a PartialObjectMetadata read never
-	// fetches a foreign Secret's data.
-	pm := &metav1.PartialObjectMetadata{}
-	pm.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("Secret"))
-	err = w.reader.Get(ctx, ref.key(), pm)
+	found, foreign, err := getManaged(ctx, w.client, w.reader, ref.key(), s, corev1.SchemeGroupVersion.WithKind("Secret"))
 	switch {
-	case apierrors.IsNotFound(err):
-		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
-	case pm.Labels[meta.LabelManagedBy] != meta.ManagedByValue:
+	case foreign:
 		return nil, &errForeignSecret{ref}
-	}
-	// Managed but not yet in the cache: read it whole.
-	if err := w.reader.Get(ctx, ref.key(), s); err != nil {
-		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
+	case !found:
+		return nil, nil
 	}
 	return s, nil
+}
+
+// getManaged reads the object at key into obj. Reads come from cached,
+// which holds only objects with meshca's label; a miss is confirmed with a
+// direct read so a foreign object is never mistaken for a missing one. That
+// read asks for metadata only: a foreign Secret's data is never fetched.
+// found is false for a missing object; foreign is true for one without
+// meshca's label (obj is then not filled in).
+func getManaged(ctx context.Context, cached, direct client.Reader, key types.NamespacedName, obj client.Object, gvk schema.GroupVersionKind) (found, foreign bool, err error) {
+	err = cached.Get(ctx, key, obj)
+	if err == nil {
+		return true, obj.GetLabels()[meta.LabelManagedBy] != meta.ManagedByValue, nil
+	}
+	if !apierrors.IsNotFound(err) {
+		return false, false, err
+	}
+	// Not in the cache: it is missing, or it is foreign (or the cache lags).
+	pm := &metav1.PartialObjectMetadata{}
+	pm.SetGroupVersionKind(gvk)
+	err = direct.Get(ctx, key, pm)
+	switch {
+	case apierrors.IsNotFound(err):
+		return false, false, nil
+	case err != nil:
+		return false, false, err
+	case pm.Labels[meta.LabelManagedBy] != meta.ManagedByValue:
+		return true, true, nil
+	}
+	// Managed but not yet in the cache: read it whole.
+	if err := direct.Get(ctx, key, obj); err != nil {
+		return false, false, err
+	}
+	return true, false, nil
 }
 
 // desiredSecret is what a Secret should hold.
@@ -104,6 +121,9 @@ type desiredSecret struct {
 	typ         corev1.SecretType
 	data        map[string][]byte
 	annotations map[string]string
+	// owners, when set, are the Secret's owner references; nil leaves
+	// whatever the Secret has.
+	owners []metav1.OwnerReference
 }
 
 // apply makes the Secret at ref hold d, creating it when existing is nil.
@@ -119,10 +139,11 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 	if existing == nil {
 		s := &corev1.Secret{
 			ObjectMeta: metav1.ObjectMeta{
-				Name:        d.ref.Name,
-				Namespace:   d.ref.Namespace,
-				Labels:      map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
-				Annotations: d.annotations,
+				Name:            d.ref.Name,
+				Namespace:       d.ref.Namespace,
+				Labels:          map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
+				Annotations:     d.annotations,
+				OwnerReferences: d.owners,
 			},
 			Type: d.typ,
 			Data: d.data,
@@ -150,6 +171,9 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 		s.Annotations = map[string]string{}
 	}
 	maps.Copy(s.Annotations, d.annotations)
+	if d.owners != nil {
+		s.OwnerReferences = d.owners
+	}
 	s.Data = d.data
 	// Update carries the resourceVersion we read: a concurrent edit makes
 	// this fail with a conflict and the reconcile retries with fresh data.
@@ -174,7 +198,7 @@ func needsUpdate(s *corev1.Secret, d desiredSecret) bool {
 			return true
 		}
 	}
-	return false
+	return d.owners != nil && !equality.Semantic.DeepEqual(s.OwnerReferences, d.owners)
 }
 
 // delete removes a managed Secret, only if it is still the one we read.

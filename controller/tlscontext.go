@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"strings"
@@ -30,7 +29,6 @@ import (
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/issuer"
-	"github.com/meshca/meshca/rotator"
 )
 
 // TLSContextGVK is the TLSContext version meshca watches. The API server
@@ -111,6 +109,7 @@ type TLSContextReconciler struct {
 	Config TLSContextConfig
 
 	secrets *secretWriter
+	keeper  *certKeeper
 	resync  chan event.TypedGenericEvent[*unstructured.Unstructured]
 	// seq numbers reconciles as they start; reconciled, when set (tests),
 	// is told each finished reconcile's key and start number.
@@ -120,9 +119,6 @@ type TLSContextReconciler struct {
 
 // SetupWithManager registers the reconciler, its index and its watches.
 func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Manager) error {
-	if r.Clock == nil {
-		r.Clock = clock.RealClock{}
-	}
 	if r.Config.TrustDomain == "" {
 		r.Config.TrustDomain = "cluster.local"
 	}
@@ -135,10 +131,8 @@ func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	if r.Config.MaxConcurrentReconciles == 0 {
 		r.Config.MaxConcurrentReconciles = 8
 	}
-	if r.Reader == nil {
-		r.Reader = mgr.GetAPIReader()
-	}
-	r.secrets = &secretWriter{client: r.Client, reader: r.Reader, metrics: r.Metrics}
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter)
+	r.secrets = r.keeper.secrets
 	r.resync = make(chan event.TypedGenericEvent[*unstructured.Unstructured], 1024)
 
 	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Secret{}, sourceIndex, indexSource); err != nil {
@@ -247,11 +241,6 @@ func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		return reconcile.Result{}, r.cleanup(ctx, req.NamespacedName, nil)
 	}
 	wish, err := parseGatewayWish(src, r.Config.GatewayServiceAccount, string(r.Config.KeyAlgorithm))
-	if err == nil && wish.KeyAlgorithm != "" {
-		if _, kerr := ca.ParseKeyAlgorithm(wish.KeyAlgorithm); kerr != nil {
-			err = specErrorf("annotation %s: %v", meta.AnnotationKeyAlgorithm, kerr)
-		}
-	}
 	if err != nil {
 		r.Metrics.Rejected.WithLabelValues("spec").Inc()
 		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%v", err)
@@ -317,7 +306,7 @@ func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *
 	kind, ns, name, ok := parseSourceKey(holder)
 	if !ok || kind != "TLSContext" {
 		// Held by another kind of source (a workload): never take it.
-		return r.conflict(src, s, holder), nil
+		return r.keeper.conflict(src, s, holder, "a TLSContext never takes a workload's Secret"), nil
 	}
 	other := &unstructured.Unstructured{}
 	other.SetGroupVersionKind(TLSContextGVK)
@@ -331,15 +320,7 @@ func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *
 	if !r.managed(other) || !wantsSecret(other, secretRef{s.Namespace, s.Name}) || me < holder {
 		return true, nil
 	}
-	return r.conflict(src, s, holder), nil
-}
-
-func (r *TLSContextReconciler) conflict(src client.Object, s *corev1.Secret, holder string) bool {
-	r.Metrics.Conflicts.WithLabelValues("owner").Inc()
-	r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue",
-		"Secret %s/%s is held by %s, which asks for a different certificate; %s keeps it (the smaller name wins)",
-		s.Namespace, s.Name, holder, holder)
-	return false
+	return r.keeper.conflict(src, s, holder, "the smaller name wins"), nil
 }
 
 func wantsSecret(u *unstructured.Unstructured, ref secretRef) bool {
@@ -348,11 +329,6 @@ func wantsSecret(u *unstructured.Unstructured, ref secretRef) bool {
 		return false
 	}
 	return (w.Secret != nil && *w.Secret == ref) || (w.CASecret != nil && *w.CASecret == ref)
-}
-
-func (r *TLSContextReconciler) foreign(src client.Object, err error) {
-	r.Metrics.Conflicts.WithLabelValues("foreign").Inc()
-	r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue", "%v", err)
 }
 
 func (r *TLSContextReconciler) spiffeID(ns, sa string) string {
@@ -366,104 +342,19 @@ func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstru
 	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
 		return 0, err
 	}
-	existing, err := r.secrets.get(ctx, ref)
-	var fe *errForeignSecret
-	if errors.As(err, &fe) {
-		r.foreign(src, err)
-		return 0, nil
-	}
-	if err != nil {
-		return 0, err
-	}
-	spiffe := r.spiffeID(src.GetNamespace(), w.ServiceAccount)
-	policy := rotator.Policy{RenewBefore: w.RenewBefore}
-	var observed *rotator.Observed
-	if existing == nil {
-		observed = rotator.Observe(false, nil, nil)
-	} else {
-		observed = rotator.Observe(true, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey])
-	}
-	wanted := rotator.Wanted{DNSNames: w.DNSNames, URIs: []string{spiffe}, KeyAlgorithm: w.KeyAlgorithm}
-	decision := rotator.Evaluate(rotator.Input{
-		Now: r.Clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.pool, Policy: policy,
-	}, rotator.DefaultChecks)
-
-	if existing != nil {
-		ok, err := r.claim(ctx, src, existing, func() bool { return !decision.Needed })
-		if !ok || err != nil {
-			return 0, err
-		}
-	}
-	if !decision.Needed {
-		// The certificate is good; keep ca.crt and the bookkeeping current.
-		d := gatewaySecret(ref, src, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.pem,
-			observed.Leaf, existing.Annotations[meta.AnnotationIssuer], existing.Annotations[meta.AnnotationReason], decision.RenewAt)
-		if existing.Annotations[meta.AnnotationSource] != "" {
-			d.annotations[meta.AnnotationSource] = existing.Annotations[meta.AnnotationSource]
-		}
-		wrote, err := r.secrets.apply(ctx, existing, d)
-		if err != nil {
-			return 0, err
-		}
-		if wrote && string(existing.Data[corev1.ServiceAccountRootCAKey]) != string(trust.pem) {
-			r.Recorder.Eventf(src, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "Secret %s: ca.crt follows the new trust bundle", ref)
-		}
-		r.observe(ref, observed.Leaf, decision.RenewAt)
-		return r.until(decision.RenewAt), nil
-	}
-
-	if r.Limiter != nil {
-		if err := r.Limiter.Wait(ctx); err != nil {
-			return 0, err
-		}
-	}
-	b, err := r.Issuer.Issue(ctx, issuer.Request{
+	kept, err := r.keeper.keep(ctx, certWish{
+		Source:       src,
+		SourceKey:    sourceKey("TLSContext", src.GetNamespace(), src.GetName()),
+		Ref:          ref,
 		Profile:      issuer.ProfileGateway,
-		Namespace:    src.GetNamespace(),
-		SPIFFEID:     spiffe,
+		SPIFFEID:     r.spiffeID(src.GetNamespace(), w.ServiceAccount),
 		DNSNames:     w.DNSNames,
 		Duration:     w.Duration,
-		KeyAlgorithm: ca.KeyAlgorithm(w.KeyAlgorithm),
-	})
-	if errors.Is(err, issuer.ErrPolicy) {
-		r.Metrics.Rejected.WithLabelValues("policy").Inc()
-		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventPolicyRejected, "Issue", "Secret %s: %v", ref, err)
-		return 0, nil
-	}
-	if err != nil {
-		r.Metrics.Failures.WithLabelValues(string(issuer.ProfileGateway), "sign").Inc()
-		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventIssueFailed, "Issue", "Secret %s: %v", ref, err)
-		return 0, err
-	}
-	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
-	d := gatewaySecret(ref, src, b.CertificatePEM, b.PrivateKeyPEM, b.CAPEM, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
-	if _, err := r.secrets.apply(ctx, existing, d); err != nil {
-		r.Metrics.Failures.WithLabelValues(string(issuer.ProfileGateway), "write").Inc()
-		return 0, err
-	}
-	r.Metrics.Issued.WithLabelValues(string(issuer.ProfileGateway), decision.Reason).Inc()
-	reason, verb := EventRenewed, "renewed"
-	if decision.Reason == rotator.ReasonMissing {
-		reason, verb = EventIssued, "issued"
-	}
-	r.Recorder.Eventf(src, nil, corev1.EventTypeNormal, reason, "Issue",
-		"Secret %s: certificate %s (%s: %s), serial %s, valid until %s",
-		ref, verb, decision.Reason, decision.Message, serialHex(b.Leaf), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
-	r.observe(ref, b.Leaf, renewAt)
-	return r.until(renewAt), nil
-}
-
-// until is how long to wait for t, at least a second.
-func (r *TLSContextReconciler) until(t time.Time) time.Duration {
-	d := t.Sub(r.Clock.Now())
-	if d < time.Second {
-		d = time.Second
-	}
-	return d
-}
-
-// observe publishes a certificate's expiry and renewal time as metrics.
-func (r *TLSContextReconciler) observe(ref secretRef, leaf *x509.Certificate, renewAt time.Time) {
-	r.Metrics.NotAfter.WithLabelValues(ref.Namespace, ref.Name).Set(float64(leaf.NotAfter.Unix()))
-	r.Metrics.RenewAt.WithLabelValues(ref.Namespace, ref.Name).Set(float64(renewAt.Unix()))
+		RenewBefore:  w.RenewBefore,
+		KeyAlgorithm: w.KeyAlgorithm,
+		Claim: func(ctx context.Context, s *corev1.Secret, same func() bool) (bool, error) {
+			return r.claim(ctx, src, s, same)
+		},
+	}, trust)
+	return kept.After, err
 }

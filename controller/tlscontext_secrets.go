@@ -3,10 +3,8 @@ package controller
 import (
 	"bytes"
 	"context"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -15,39 +13,6 @@ import (
 
 	"github.com/meshca/meshca/internal/meta"
 )
-
-// gatewaySecret is the kubernetes.io/tls Secret of a gateway certificate,
-// with the annotations that make its state readable with kubectl.
-func gatewaySecret(ref secretRef, src client.Object, certPEM, keyPEM, bundle []byte, leaf *x509.Certificate, issuerFP, reason string, renewAt time.Time) desiredSecret {
-	ann := map[string]string{
-		meta.AnnotationSerial:   serialHex(leaf),
-		meta.AnnotationNotAfter: leaf.NotAfter.UTC().Format(time.RFC3339),
-		meta.AnnotationRenewAt:  renewAt.UTC().Format(time.RFC3339),
-		meta.AnnotationIssuer:   issuerFP,
-		meta.AnnotationSource:   sourceKey("TLSContext", src.GetNamespace(), src.GetName()),
-	}
-	if len(leaf.URIs) > 0 {
-		ann[meta.AnnotationSPIFFEID] = leaf.URIs[0].String()
-	}
-	if reason != "" {
-		ann[meta.AnnotationReason] = reason
-	}
-	return desiredSecret{
-		ref: ref,
-		typ: corev1.SecretTypeTLS,
-		data: map[string][]byte{
-			corev1.TLSCertKey:              certPEM,
-			corev1.TLSPrivateKeyKey:        keyPEM,
-			corev1.ServiceAccountRootCAKey: bundle,
-		},
-		annotations: ann,
-	}
-}
-
-// serialHex formats a serial number the way openssl x509 -serial does.
-func serialHex(c *x509.Certificate) string {
-	return fmt.Sprintf("%X", c.SerialNumber)
-}
 
 // reconcileCASecret keeps an Opaque Secret whose tls.crt and ca.crt hold the
 // trust bundle (tls.crt is the key Emissary reads for a CA secret).
@@ -58,7 +23,7 @@ func (r *TLSContextReconciler) reconcileCASecret(ctx context.Context, src *unstr
 	existing, err := r.secrets.get(ctx, ref)
 	var fe *errForeignSecret
 	if errors.As(err, &fe) {
-		r.foreign(src, err)
+		r.keeper.foreign(src, err)
 		return nil
 	}
 	if err != nil {

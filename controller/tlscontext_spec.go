@@ -2,7 +2,6 @@ package controller
 
 import (
 	"fmt"
-	"slices"
 	"strings"
 	"time"
 
@@ -38,9 +37,7 @@ type gatewayWish struct {
 	CASecret       *secretRef
 	DNSNames       []string
 	ServiceAccount string
-	Duration       time.Duration
-	RenewBefore    time.Duration
-	KeyAlgorithm   string
+	certOptions
 }
 
 // specError is a problem with a TLSContext's spec or annotations; it is
@@ -71,7 +68,7 @@ func parseGatewayWish(u *unstructured.Unstructured, defaultSA string, defaultKey
 		}
 		namespacing = b
 	}
-	w := &gatewayWish{ServiceAccount: defaultSA, KeyAlgorithm: defaultKeyAlg}
+	w := &gatewayWish{ServiceAccount: defaultSA}
 	var err error
 	if w.Secret, err = secretField(spec, "secret", u.GetNamespace(), namespacing); err != nil {
 		return nil, err
@@ -87,27 +84,19 @@ func parseGatewayWish(u *unstructured.Unstructured, defaultSA string, defaultKey
 	if err != nil {
 		return nil, err
 	}
-	names := map[string]bool{}
+	var names []string
 	for _, h := range hosts {
-		h = strings.ToLower(strings.TrimSpace(h))
+		h = strings.TrimSpace(h)
 		// Wildcard hosts describe which SNI names the gateway answers,
 		// not names a certificate should carry (DESIGN: non-wildcard hosts).
 		if h == "" || strings.Contains(h, "*") {
 			continue
 		}
-		names[h] = true
+		names = append(names, h)
 	}
 	ann := u.GetAnnotations()
-	for _, n := range splitList(ann[meta.AnnotationDNSNames]) {
-		names[strings.ToLower(n)] = true
-	}
-	w.DNSNames = make([]string, 0, len(names))
-	for n := range names {
-		w.DNSNames = append(w.DNSNames, n)
-	}
-	slices.Sort(w.DNSNames)
-	if len(w.DNSNames) > maxDNSNames {
-		return nil, specErrorf("%d DNS names requested; at most %d fit one certificate", len(w.DNSNames), maxDNSNames)
+	if w.DNSNames, err = dnsNameSet(names, ann[meta.AnnotationDNSNames]); err != nil {
+		return nil, err
 	}
 
 	if sa, ok := ann[meta.AnnotationServiceAccount]; ok {
@@ -117,14 +106,8 @@ func parseGatewayWish(u *unstructured.Unstructured, defaultSA string, defaultKey
 		}
 		w.ServiceAccount = sa
 	}
-	if w.Duration, err = durationAnnotation(ann, meta.AnnotationDuration); err != nil {
+	if w.certOptions, err = parseCertOptions(ann, defaultKeyAlg); err != nil {
 		return nil, err
-	}
-	if w.RenewBefore, err = durationAnnotation(ann, meta.AnnotationRenewBefore); err != nil {
-		return nil, err
-	}
-	if alg, ok := ann[meta.AnnotationKeyAlgorithm]; ok {
-		w.KeyAlgorithm = strings.TrimSpace(alg)
 	}
 	return w, nil
 }

@@ -249,11 +249,12 @@ func restConfig(path string, qps float32, burst int) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// cacheOptions limits the informer caches: only meshca-labelled Secrets,
-// and only the watched namespaces when --watch-namespaces is set.
+// cacheOptions limits the informer caches: only meshca-labelled Secrets
+// and ConfigMaps, and only the watched namespaces when --watch-namespaces is set.
 func cacheOptions(o *serveOptions) cache.Options {
 	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}: {Label: managedSecrets},
+		&corev1.Secret{}:    {Label: managedByMeshca},
+		&corev1.ConfigMap{}: {Label: managedByMeshca},
 	}}
 	if len(o.watchNamespaces) > 0 {
 		opts.DefaultNamespaces = map[string]cache.Config{}
@@ -264,9 +265,10 @@ func cacheOptions(o *serveOptions) cache.Options {
 	return opts
 }
 
-// managedSecrets selects the Secrets meshca writes; the informer cache holds
-// only those, so memory does not grow with the cluster's other Secrets.
-var managedSecrets = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
+// managedByMeshca selects the Secrets and ConfigMaps meshca writes; the
+// informer cache holds only those, so memory does not grow with the
+// cluster's other Secrets and ConfigMaps.
+var managedByMeshca = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
 
 func runServe(ctx context.Context, o *serveOptions) error {
 	log := newLogger(o.logFormat, o.logLevel)

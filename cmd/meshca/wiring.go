@@ -96,11 +96,18 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err := tls.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TLSContext controller: %w", err)
 	}
+	resync, err := setupWorkloadsAndBundle(ctx, mgr, o, workloadDeps{
+		issuer: iss, trust: trust, metrics: metrics, limiter: tls.Limiter, keyAlgorithm: alg,
+	})
+	if err != nil {
+		return err
+	}
 	audit, err := rotator.NewAudit(rotator.AuditConfig{
 		Schedule: o.auditSchedule,
 		Sweep: func(ctx context.Context) {
 			log.Info("audit sweep")
 			tls.ResyncAll(ctx)
+			resync(ctx)
 		},
 	})
 	if err != nil {
@@ -190,4 +197,55 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 		}
 	}
 	return nil
+}
+
+// workloadDeps are what the workload and trust bundle controllers share
+// with the TLSContext controller.
+type workloadDeps struct {
+	issuer       controller.Issuer
+	trust        *controller.Trust
+	metrics      *controller.Metrics
+	limiter      *rate.Limiter
+	keyAlgorithm ca.KeyAlgorithm
+}
+
+// setupWorkloadsAndBundle adds the workload certificate and trust bundle
+// controllers. The returned function resyncs both: the audit sweep calls
+// it, and so must whatever changes the trust bundle (after Trust.Set).
+func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOptions, d workloadDeps) (func(context.Context), error) {
+	work := &controller.WorkloadReconciler{
+		Client:   mgr.GetClient(),
+		Issuer:   d.issuer,
+		Trust:    d.trust,
+		Recorder: mgr.GetEventRecorder("meshca"),
+		Metrics:  d.metrics,
+		Limiter:  d.limiter,
+		Config: controller.WorkloadConfig{
+			TrustDomain:   o.trustDomain,
+			ClusterDomain: o.clusterDomain,
+			KeyAlgorithm:  d.keyAlgorithm,
+		},
+	}
+	if err := work.SetupWithManager(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("set up workload controllers: %w", err)
+	}
+	// validate has parsed the selector already; "" selects every namespace.
+	nsSelector, err := labels.Parse(o.bundleNamespaceSel)
+	if err != nil {
+		return nil, fmt.Errorf("--bundle-namespace-selector: %w", err)
+	}
+	bundle := &controller.BundleReconciler{
+		Client:   mgr.GetClient(),
+		Trust:    d.trust,
+		Recorder: mgr.GetEventRecorder("meshca"),
+		Metrics:  d.metrics,
+		Config:   controller.BundleConfig{Selector: nsSelector},
+	}
+	if err := bundle.SetupWithManager(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("set up trust bundle controller: %w", err)
+	}
+	return func(ctx context.Context) {
+		work.ResyncAll(ctx)
+		bundle.ResyncAll(ctx)
+	}, nil
 }

@@ -1,0 +1,264 @@
+package controller
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"time"
+
+	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/clock"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/internal/meta"
+	"github.com/meshca/meshca/issuer"
+	"github.com/meshca/meshca/rotator"
+)
+
+// certKeeper keeps one certificate Secret current for a source object:
+// observe the Secret, evaluate rotator's ordered checks, claim the Secret,
+// issue, write, record an Event and publish metrics. The TLSContext and
+// workload reconcilers share it, so both renew for the same reasons and
+// leave the same bookkeeping on their Secrets.
+type certKeeper struct {
+	secrets  *secretWriter
+	issuer   Issuer
+	recorder EventRecorder
+	metrics  *Metrics
+	// limiter caps issuance; nil means unlimited.
+	limiter *rate.Limiter
+	clock   clock.PassiveClock
+}
+
+// newCertKeeper builds the keeper of a reconciler from its dependencies,
+// filling their documented defaults in place: a nil reader becomes the
+// manager's direct API reader, a nil clock the real clock.
+func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk *clock.PassiveClock, iss Issuer, rec EventRecorder, m *Metrics, lim *rate.Limiter) *certKeeper {
+	if *clk == nil {
+		*clk = clock.RealClock{}
+	}
+	if *reader == nil {
+		*reader = mgr.GetAPIReader()
+	}
+	return &certKeeper{
+		secrets:  &secretWriter{client: c, reader: *reader, metrics: m},
+		issuer:   iss,
+		recorder: rec,
+		metrics:  m,
+		limiter:  lim,
+		clock:    *clk,
+	}
+}
+
+// certWish is one certificate a source object wants kept in a Secret.
+type certWish struct {
+	// Source receives the Events; SourceKey is its meshca.io/source value.
+	Source    client.Object
+	SourceKey string
+	Ref       secretRef
+	Profile   issuer.Profile
+	SPIFFEID  string
+	DNSNames  []string
+	// Duration, RenewBefore and KeyAlgorithm: zero means the defaults.
+	Duration     time.Duration
+	RenewBefore  time.Duration
+	KeyAlgorithm string
+	// Owners, when set, become the Secret's owner references.
+	Owners []metav1.OwnerReference
+	// Claim decides whether the source may write an existing managed
+	// Secret; same reports whether it already holds what the source wants.
+	// nil means only a Secret without a holder or held by SourceKey.
+	Claim func(ctx context.Context, s *corev1.Secret, same func() bool) (bool, error)
+}
+
+// keptCert is what keep left in the Secret.
+type keptCert struct {
+	// After is how long until the certificate next needs a look; zero
+	// when nothing was written (refused, conflict) and only a change of
+	// the source or the Secret brings it back.
+	After time.Duration
+	// Serial (as meshca.io/serial) and Reason (meshca.io/reason) of the
+	// certificate now in the Secret; empty when there is none.
+	Serial, Reason string
+	// Issued is true when this call signed a new certificate.
+	Issued bool
+}
+
+// keep brings the Secret of w to a current certificate. Refusals (foreign
+// Secret, policy, conflict) are Warning Events and a nil error; only
+// failures worth a retry return an error.
+func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot) (keptCert, error) {
+	existing, err := k.secrets.get(ctx, w.Ref)
+	var fe *errForeignSecret
+	if errors.As(err, &fe) {
+		k.foreign(w.Source, err)
+		return keptCert{}, nil
+	}
+	if err != nil {
+		return keptCert{}, err
+	}
+	policy := rotator.Policy{RenewBefore: w.RenewBefore}
+	observed := rotator.Observe(false, nil, nil)
+	if existing != nil {
+		observed = rotator.Observe(true, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey])
+	}
+	wanted := rotator.Wanted{DNSNames: w.DNSNames, URIs: []string{w.SPIFFEID}, KeyAlgorithm: w.KeyAlgorithm}
+	decision := rotator.Evaluate(rotator.Input{
+		Now: k.clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.pool, Policy: policy,
+	}, rotator.DefaultChecks)
+
+	if existing != nil {
+		claim := w.Claim
+		if claim == nil {
+			claim = k.defaultClaim(w)
+		}
+		ok, err := claim(ctx, existing, func() bool { return !decision.Needed })
+		if !ok || err != nil {
+			return keptCert{}, err
+		}
+	}
+	if !decision.Needed {
+		return k.refresh(ctx, w, existing, observed.Leaf, decision.RenewAt, trust)
+	}
+
+	if k.limiter != nil {
+		if err := k.limiter.Wait(ctx); err != nil {
+			return keptCert{}, err
+		}
+	}
+	b, err := k.issuer.Issue(ctx, issuer.Request{
+		Profile:      w.Profile,
+		Namespace:    w.Source.GetNamespace(),
+		SPIFFEID:     w.SPIFFEID,
+		DNSNames:     w.DNSNames,
+		Duration:     w.Duration,
+		KeyAlgorithm: ca.KeyAlgorithm(w.KeyAlgorithm),
+	})
+	if errors.Is(err, issuer.ErrPolicy) {
+		k.metrics.Rejected.WithLabelValues("policy").Inc()
+		k.recorder.Eventf(w.Source, nil, corev1.EventTypeWarning, EventPolicyRejected, "Issue", "Secret %s: %v", w.Ref, err)
+		return keptCert{}, nil
+	}
+	if err != nil {
+		k.metrics.Failures.WithLabelValues(string(w.Profile), "sign").Inc()
+		k.recorder.Eventf(w.Source, nil, corev1.EventTypeWarning, EventIssueFailed, "Issue", "Secret %s: %v", w.Ref, err)
+		return keptCert{}, err
+	}
+	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
+	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, b.CAPEM, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
+	if _, err := k.secrets.apply(ctx, existing, d); err != nil {
+		k.metrics.Failures.WithLabelValues(string(w.Profile), "write").Inc()
+		return keptCert{}, err
+	}
+	k.metrics.Issued.WithLabelValues(string(w.Profile), decision.Reason).Inc()
+	reason, verb := EventRenewed, "renewed"
+	if decision.Reason == rotator.ReasonMissing {
+		reason, verb = EventIssued, "issued"
+	}
+	k.recorder.Eventf(w.Source, nil, corev1.EventTypeNormal, reason, "Issue",
+		"Secret %s: certificate %s (%s: %s), serial %s, valid until %s",
+		w.Ref, verb, decision.Reason, decision.Message, serialHex(b.Leaf), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	k.observe(w.Ref, b.Leaf, renewAt)
+	return keptCert{After: k.until(renewAt), Serial: serialHex(b.Leaf), Reason: decision.Reason, Issued: true}, nil
+}
+
+// refresh keeps a good certificate's Secret current: ca.crt follows the
+// trust bundle and the bookkeeping annotations stay right.
+func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.Secret, leaf *x509.Certificate, renewAt time.Time, trust *trustSnapshot) (keptCert, error) {
+	reason := existing.Annotations[meta.AnnotationReason]
+	d := tlsSecret(w, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.pem,
+		leaf, existing.Annotations[meta.AnnotationIssuer], reason, renewAt)
+	if h := existing.Annotations[meta.AnnotationSource]; h != "" {
+		d.annotations[meta.AnnotationSource] = h
+	}
+	wrote, err := k.secrets.apply(ctx, existing, d)
+	if err != nil {
+		return keptCert{}, err
+	}
+	if wrote && string(existing.Data[corev1.ServiceAccountRootCAKey]) != string(trust.pem) {
+		k.recorder.Eventf(w.Source, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "Secret %s: ca.crt follows the new trust bundle", w.Ref)
+	}
+	k.observe(w.Ref, leaf, renewAt)
+	return keptCert{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason}, nil
+}
+
+// defaultClaim lets a source write a Secret nobody holds or it holds.
+func (k *certKeeper) defaultClaim(w certWish) func(context.Context, *corev1.Secret, func() bool) (bool, error) {
+	return func(_ context.Context, s *corev1.Secret, _ func() bool) (bool, error) {
+		holder := s.Annotations[meta.AnnotationSource]
+		if holder == "" || holder == w.SourceKey {
+			return true, nil
+		}
+		return k.conflict(w.Source, s, holder, "the holder keeps its Secret"), nil
+	}
+}
+
+// conflict records that the Secret is held by another source and returns
+// false (the source may not write it); rule says why the holder keeps it.
+func (k *certKeeper) conflict(src client.Object, s *corev1.Secret, holder, rule string) bool {
+	k.metrics.Conflicts.WithLabelValues("owner").Inc()
+	k.recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue",
+		"Secret %s/%s is held by %s, which asks for a different certificate; %s keeps it (%s)",
+		s.Namespace, s.Name, holder, holder, rule)
+	return false
+}
+
+// foreign records that a Secret meshca does not own is in the way.
+func (k *certKeeper) foreign(src client.Object, err error) {
+	k.metrics.Conflicts.WithLabelValues("foreign").Inc()
+	k.recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue", "%v", err)
+}
+
+// until is how long to wait for t, at least a second.
+func (k *certKeeper) until(t time.Time) time.Duration {
+	d := t.Sub(k.clock.Now())
+	if d < time.Second {
+		d = time.Second
+	}
+	return d
+}
+
+// observe publishes a certificate's expiry and renewal time as metrics.
+func (k *certKeeper) observe(ref secretRef, leaf *x509.Certificate, renewAt time.Time) {
+	k.metrics.NotAfter.WithLabelValues(ref.Namespace, ref.Name).Set(float64(leaf.NotAfter.Unix()))
+	k.metrics.RenewAt.WithLabelValues(ref.Namespace, ref.Name).Set(float64(renewAt.Unix()))
+}
+
+// tlsSecret is the kubernetes.io/tls Secret of a certificate, with the
+// annotations that make its state readable with kubectl.
+func tlsSecret(w certWish, certPEM, keyPEM, bundle []byte, leaf *x509.Certificate, issuerFP, reason string, renewAt time.Time) desiredSecret {
+	ann := map[string]string{
+		meta.AnnotationSerial:   serialHex(leaf),
+		meta.AnnotationNotAfter: leaf.NotAfter.UTC().Format(time.RFC3339),
+		meta.AnnotationRenewAt:  renewAt.UTC().Format(time.RFC3339),
+		meta.AnnotationIssuer:   issuerFP,
+		meta.AnnotationSource:   w.SourceKey,
+	}
+	if len(leaf.URIs) > 0 {
+		ann[meta.AnnotationSPIFFEID] = leaf.URIs[0].String()
+	}
+	if reason != "" {
+		ann[meta.AnnotationReason] = reason
+	}
+	return desiredSecret{
+		ref: w.Ref,
+		typ: corev1.SecretTypeTLS,
+		data: map[string][]byte{
+			corev1.TLSCertKey:              certPEM,
+			corev1.TLSPrivateKeyKey:        keyPEM,
+			corev1.ServiceAccountRootCAKey: bundle,
+		},
+		annotations: ann,
+		owners:      w.Owners,
+	}
+}
+
+// serialHex formats a serial number the way openssl x509 -serial does.
+func serialHex(c *x509.Certificate) string {
+	return fmt.Sprintf("%X", c.SerialNumber)
+}

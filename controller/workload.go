@@ -1,0 +1,374 @@
+package controller
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"golang.org/x/time/rate"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	apimeta "k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/internal/meta"
+	"github.com/meshca/meshca/issuer"
+	"github.com/meshca/meshca/rotator"
+)
+
+// WorkloadKinds are the apps/v1 kinds that may ask for a certificate with
+// meshca.io/certificate: "true".
+var WorkloadKinds = []string{"Deployment", "StatefulSet", "DaemonSet"}
+
+// EventRestarted is recorded on a workload whose pod template meshca
+// stamped with a new meshca.io/cert-revision after a renewal.
+const EventRestarted = "RestartTriggered"
+
+// WorkloadConfig configures the workload reconciler. Zero values mean the
+// defaults of docs/design.md.
+type WorkloadConfig struct {
+	// TrustDomain of SPIFFE IDs; "" means cluster.local.
+	TrustDomain string
+	// ClusterDomain of Service DNS names; "" means cluster.local.
+	ClusterDomain string
+	// KeyAlgorithm is the default key algorithm; "" means the issuer's.
+	KeyAlgorithm ca.KeyAlgorithm
+	// MaxConcurrentReconciles per kind; 0 means 4.
+	MaxConcurrentReconciles int
+}
+
+// WorkloadReconciler issues workload certificates for Deployments,
+// StatefulSets and DaemonSets annotated meshca.io/certificate: "true", into
+// Secrets they own: deleting the workload lets the garbage collector delete
+// its Secret. With meshca.io/restart-on-rotate: "true" a renewal stamps the
+// pod template so the workload rolls onto the new certificate.
+type WorkloadReconciler struct {
+	Client   client.Client
+	Reader   client.Reader
+	Issuer   Issuer
+	Trust    *Trust
+	Recorder EventRecorder
+	Metrics  *Metrics
+	// Limiter caps issuance; nil means unlimited. Share it with the
+	// TLSContext reconciler so the cap is the daemon's.
+	Limiter *rate.Limiter
+	// Clock; nil means the real clock.
+	Clock  clock.PassiveClock
+	Config WorkloadConfig
+
+	keeper *certKeeper
+	resync map[string]chan event.GenericEvent
+}
+
+// workloadController reconciles one workload kind.
+type workloadController struct {
+	r    *WorkloadReconciler
+	kind string
+}
+
+func (c workloadController) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	return c.r.reconcile(ctx, c.kind, req.NamespacedName)
+}
+
+// SetupWithManager registers one controller per workload kind.
+func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manager) error {
+	if r.Config.TrustDomain == "" {
+		r.Config.TrustDomain = "cluster.local"
+	}
+	if r.Config.ClusterDomain == "" {
+		r.Config.ClusterDomain = "cluster.local"
+	}
+	if r.Config.MaxConcurrentReconciles == 0 {
+		r.Config.MaxConcurrentReconciles = 4
+	}
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter)
+	r.resync = map[string]chan event.GenericEvent{}
+	for _, kind := range WorkloadKinds {
+		ch := make(chan event.GenericEvent, 1024)
+		r.resync[kind] = ch
+		err := ctrl.NewControllerManagedBy(mgr).
+			Named(strings.ToLower(kind)).
+			For(newWorkload(kind), builder.WithPredicates(predicate.NewPredicateFuncs(wantsCertificate))).
+			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource(kind))).
+			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToWorkloads(kind))).
+			WatchesRawSource(source.Channel(ch, &handler.EnqueueRequestForObject{})).
+			WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
+			Complete(workloadController{r: r, kind: kind})
+		if err != nil {
+			return fmt.Errorf("set up %s controller: %w", kind, err)
+		}
+	}
+	return nil
+}
+
+// newWorkload returns an empty object of an apps/v1 workload kind.
+func newWorkload(kind string) client.Object {
+	switch kind {
+	case "Deployment":
+		return &appsv1.Deployment{}
+	case "StatefulSet":
+		return &appsv1.StatefulSet{}
+	case "DaemonSet":
+		return &appsv1.DaemonSet{}
+	}
+	panic("controller: unknown workload kind " + kind)
+}
+
+// newWorkloadList returns an empty list of an apps/v1 workload kind.
+func newWorkloadList(kind string) client.ObjectList {
+	switch kind {
+	case "Deployment":
+		return &appsv1.DeploymentList{}
+	case "StatefulSet":
+		return &appsv1.StatefulSetList{}
+	case "DaemonSet":
+		return &appsv1.DaemonSetList{}
+	}
+	panic("controller: unknown workload kind " + kind)
+}
+
+// podTemplate returns a workload's pod template, to read and to stamp.
+func podTemplate(o client.Object) *corev1.PodTemplateSpec {
+	switch w := o.(type) {
+	case *appsv1.Deployment:
+		return &w.Spec.Template
+	case *appsv1.StatefulSet:
+		return &w.Spec.Template
+	case *appsv1.DaemonSet:
+		return &w.Spec.Template
+	}
+	panic(fmt.Sprintf("controller: %T is not a workload", o))
+}
+
+// wantsCertificate reports whether a workload asks for a certificate.
+func wantsCertificate(o client.Object) bool {
+	return o.GetDeletionTimestamp() == nil && strings.EqualFold(o.GetAnnotations()[meta.AnnotationCertificate], "true")
+}
+
+// listWorkloads lists the workloads of kind that want a certificate.
+func (r *WorkloadReconciler) listWorkloads(ctx context.Context, kind string, opts ...client.ListOption) ([]client.Object, error) {
+	list := newWorkloadList(kind)
+	if err := r.Client.List(ctx, list, opts...); err != nil {
+		return nil, fmt.Errorf("list %ss: %w", kind, err)
+	}
+	items, err := apimeta.ExtractList(list)
+	if err != nil {
+		return nil, err
+	}
+	var out []client.Object
+	for _, item := range items {
+		if o, ok := item.(client.Object); ok && wantsCertificate(o) {
+			out = append(out, o)
+		}
+	}
+	return out, nil
+}
+
+// namespaceToWorkloads re-checks a namespace's workloads when it changes
+// (its meshca.io/allowed-dns-suffixes annotation widens or narrows policy).
+func (r *WorkloadReconciler) namespaceToWorkloads(kind string) handler.MapFunc {
+	return func(ctx context.Context, o client.Object) []reconcile.Request {
+		items, err := r.listWorkloads(ctx, kind, client.InNamespace(o.GetName()))
+		if err != nil {
+			log.FromContext(ctx).V(1).Info("cannot list workloads for namespace change", "namespace", o.GetName(), "error", err.Error())
+			return nil
+		}
+		out := make([]reconcile.Request, 0, len(items))
+		for _, item := range items {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(item)})
+		}
+		return out
+	}
+}
+
+// ResyncAll queues every workload that wants a certificate for a check: the
+// audit sweep and trust bundle changes call it.
+func (r *WorkloadReconciler) ResyncAll(ctx context.Context) {
+	for _, kind := range WorkloadKinds {
+		items, err := r.listWorkloads(ctx, kind)
+		if err != nil {
+			log.FromContext(ctx).Error(err, "resync workloads")
+			continue
+		}
+		for _, item := range items {
+			select {
+			case r.resync[kind] <- event.GenericEvent{Object: item}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// workloadWish is what an annotated workload asks of meshca.
+type workloadWish struct {
+	Secret          secretRef
+	ServiceAccount  string
+	DNSNames        []string
+	RestartOnRotate bool
+	certOptions
+}
+
+// parseWorkloadWish reads a workload's annotations and pod template.
+func parseWorkloadWish(o client.Object, cfg WorkloadConfig) (*workloadWish, error) {
+	ann := o.GetAnnotations()
+	ns, name := o.GetNamespace(), o.GetName()
+	w := &workloadWish{
+		Secret:          secretRef{Namespace: ns, Name: name + "-meshca-tls"},
+		ServiceAccount:  podTemplate(o).Spec.ServiceAccountName,
+		RestartOnRotate: strings.EqualFold(ann[meta.AnnotationRestartOnRotate], "true"),
+	}
+	if v, ok := ann[meta.AnnotationSecretName]; ok {
+		w.Secret.Name = strings.TrimSpace(v)
+	}
+	if errs := validation.IsDNS1123Subdomain(w.Secret.Name); len(errs) > 0 {
+		return nil, specErrorf("Secret name %q is not valid (annotation %s): %s", w.Secret.Name, meta.AnnotationSecretName, strings.Join(errs, "; "))
+	}
+	if w.ServiceAccount == "" {
+		w.ServiceAccount = "default"
+	}
+	own := []string{name + "." + ns + ".svc", name + "." + ns + ".svc." + cfg.ClusterDomain}
+	var err error
+	if w.DNSNames, err = dnsNameSet(own, ann[meta.AnnotationDNSNames]); err != nil {
+		return nil, err
+	}
+	if w.certOptions, err = parseCertOptions(ann, string(cfg.KeyAlgorithm)); err != nil {
+		return nil, err
+	}
+	return w, nil
+}
+
+// reconcile keeps one workload's certificate Secret current.
+func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key types.NamespacedName) (reconcile.Result, error) {
+	obj := newWorkload(kind)
+	if err := r.Client.Get(ctx, key, obj); err != nil {
+		// A deleted workload's Secret goes with it: the garbage collector
+		// follows the owner reference.
+		return reconcile.Result{}, client.IgnoreNotFound(err)
+	}
+	if !wantsCertificate(obj) {
+		// The Secret stays until the workload goes (its owner reference).
+		return reconcile.Result{}, nil
+	}
+	wish, err := parseWorkloadWish(obj, r.Config)
+	if err != nil {
+		r.Metrics.Rejected.WithLabelValues("spec").Inc()
+		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%v", err)
+		return reconcile.Result{}, nil
+	}
+	trust := r.Trust.snapshot()
+	if trust == nil {
+		return reconcile.Result{}, errors.New("no trust bundle yet")
+	}
+	me := sourceKey(kind, obj.GetNamespace(), obj.GetName())
+	kept, err := r.keeper.keep(ctx, certWish{
+		Source:       obj,
+		SourceKey:    me,
+		Ref:          wish.Secret,
+		Profile:      issuer.ProfileWorkload,
+		SPIFFEID:     fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", r.Config.TrustDomain, obj.GetNamespace(), wish.ServiceAccount),
+		DNSNames:     wish.DNSNames,
+		Duration:     wish.Duration,
+		RenewBefore:  wish.RenewBefore,
+		KeyAlgorithm: wish.KeyAlgorithm,
+		Owners:       []metav1.OwnerReference{ownerReference(kind, obj)},
+		Claim: func(ctx context.Context, s *corev1.Secret, _ func() bool) (bool, error) {
+			return r.claim(ctx, obj, me, s)
+		},
+	}, trust)
+	if err != nil {
+		return reconcile.Result{}, err
+	}
+	if wish.RestartOnRotate {
+		if err := r.restartOnRotate(ctx, obj, kept); err != nil {
+			return reconcile.Result{}, err
+		}
+	}
+	return reconcile.Result{RequeueAfter: kept.After}, nil
+}
+
+// ownerReference makes the workload the controller of its Secret.
+func ownerReference(kind string, o client.Object) metav1.OwnerReference {
+	return metav1.OwnerReference{
+		APIVersion:         appsv1.SchemeGroupVersion.String(),
+		Kind:               kind,
+		Name:               o.GetName(),
+		UID:                o.GetUID(),
+		Controller:         ptr.To(true),
+		BlockOwnerDeletion: ptr.To(true),
+	}
+}
+
+// claim lets a workload write a managed Secret that it holds, that nobody
+// holds, or whose holding workload is gone or no longer wants it. A Secret
+// held by a TLSContext or by a workload still using it is a conflict.
+func (r *WorkloadReconciler) claim(ctx context.Context, obj client.Object, me string, s *corev1.Secret) (bool, error) {
+	holder := s.Annotations[meta.AnnotationSource]
+	if holder == "" || holder == me {
+		return true, nil
+	}
+	kind, ns, name, ok := parseSourceKey(holder)
+	if ok && ns == s.Namespace && isWorkloadKind(kind) {
+		other := newWorkload(kind)
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, other)
+		if apierrors.IsNotFound(err) {
+			return true, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		if !wantsCertificate(other) {
+			return true, nil
+		}
+		if w, err := parseWorkloadWish(other, r.Config); err != nil || w.Secret.Name != s.Name {
+			return true, nil
+		}
+	}
+	return r.keeper.conflict(obj, s, holder, "the first holder keeps it"), nil
+}
+
+func isWorkloadKind(kind string) bool { return slices.Contains(WorkloadKinds, kind) }
+
+// restartOnRotate stamps the pod template with the serial of a renewed
+// certificate so the workload rolls onto it. A first issue (reason
+// Missing) stamps nothing: the pods start with that certificate. The rule
+// is level-based, so a failed patch is retried by the next reconcile.
+func (r *WorkloadReconciler) restartOnRotate(ctx context.Context, obj client.Object, kept keptCert) error {
+	if kept.Serial == "" || kept.Reason == "" || kept.Reason == rotator.ReasonMissing {
+		return nil
+	}
+	if podTemplate(obj).Annotations[meta.AnnotationCertRevision] == kept.Serial {
+		return nil
+	}
+	base := obj.DeepCopyObject().(client.Object)
+	tmpl := podTemplate(obj)
+	if tmpl.Annotations == nil {
+		tmpl.Annotations = map[string]string{}
+	}
+	tmpl.Annotations[meta.AnnotationCertRevision] = kept.Serial
+	if err := r.Client.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("stamp pod template of %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
+	}
+	r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, EventRestarted, "Restart",
+		"pod template annotated %s=%s so the pods roll onto the renewed certificate (%s)",
+		meta.AnnotationCertRevision, kept.Serial, kept.Reason)
+	return nil
+}
