@@ -245,3 +245,22 @@ func NextCAStep(now time.Time, v CAView, p CAPolicy) (CAStep, time.Time) {
 	}
 	return step, when
 }
+
+// ForceRotation is what `meshca ca rotate` does to a state: it prepares a
+// next CA now with newCA if there is none (a next CA already published is
+// kept, so clients that have it keep trusting it), and forces its
+// activation to now+activateAfter. The schedule then prunes the retired CA
+// as usual.
+func ForceRotation(st *ca.State, now time.Time, activateAfter time.Duration, newCA func(current *ca.CA) (*ca.CA, error)) (*ca.State, error) {
+	if activateAfter < 0 {
+		return nil, fmt.Errorf("force CA rotation: negative activation delay %s", activateAfter)
+	}
+	if st.Next == nil {
+		c, err := newCA(st.Current)
+		if err != nil {
+			return nil, fmt.Errorf("force CA rotation: create next CA: %w", err)
+		}
+		st = st.WithNext(c, "generated", now, nil)
+	}
+	return st.WithActivateAt(now.Add(activateAfter))
+}

@@ -102,6 +102,29 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err != nil {
 		return fmt.Errorf("--audit-schedule: %w", err)
 	}
+	// The CA rotator publishes, activates and prunes CAs in the CA Secret;
+	// each change reaches the issuer, the trust bundle and every ca.crt.
+	caRotator, err := rotator.NewCARotator(rotator.CARotatorConfig{
+		Store:  store,
+		Policy: rotator.CAPolicy{MaxLeafLifetime: o.leafDuration},
+		Log:    log.With("component", "ca-rotator"),
+		OnChange: func(ctx context.Context, st *ca.State) error {
+			if err := iss.SetCA(st); err != nil {
+				return err
+			}
+			if err := trust.Set(st.Bundle()); err != nil {
+				return err
+			}
+			tls.ResyncAll(ctx)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
 	// A plain Runnable runs only on the leader.
+	if err := mgr.Add(manager.RunnableFunc(caRotator.Start)); err != nil {
+		return err
+	}
 	return mgr.Add(manager.RunnableFunc(audit.Start))
 }
