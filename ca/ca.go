@@ -55,6 +55,10 @@ type Config struct {
 	// the intermediate: DNS names must fall under one of these suffixes and
 	// URIs under the trust domain. Empty means no name constraints.
 	PermittedDNSDomains []string
+	// Backdate is subtracted from NotBefore of both certificates so a new CA
+	// is valid on nodes whose clocks lag; 0 means 1 hour, negative means none.
+	// Tests with CA lifetimes of seconds use a small value.
+	Backdate time.Duration
 	// Clock supplies the current time; nil means the real clock.
 	Clock clock.PassiveClock
 }
@@ -84,6 +88,12 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if len(c.Subject.OrganizationalUnit) == 0 {
 		c.Subject.OrganizationalUnit = []string{c.TrustDomain}
+	}
+	switch {
+	case c.Backdate == 0:
+		c.Backdate = caBackdate
+	case c.Backdate < 0:
+		c.Backdate = 0
 	}
 	if c.Clock == nil {
 		c.Clock = clock.RealClock{}
@@ -122,7 +132,7 @@ func New(cfg Config) (*CA, error) {
 	rootSubject.CommonName = cfg.Subject.CommonName + " root CA"
 	rootTmpl := &x509.Certificate{
 		Subject:               rootSubject,
-		NotBefore:             now.Add(-caBackdate),
+		NotBefore:             now.Add(-cfg.Backdate),
 		NotAfter:              now.Add(cfg.RootLifetime),
 		IsCA:                  true,
 		BasicConstraintsValid: true,
@@ -144,7 +154,7 @@ func New(cfg Config) (*CA, error) {
 	}
 	intTmpl := &x509.Certificate{
 		Subject:               intSubject,
-		NotBefore:             now.Add(-caBackdate),
+		NotBefore:             now.Add(-cfg.Backdate),
 		NotAfter:              notAfter,
 		IsCA:                  true,
 		BasicConstraintsValid: true,

@@ -20,8 +20,13 @@
 //	                      intermediates up to (not including) the root
 //	<s>.intermediate.key  PEM PKCS#8, the signing certificate's key
 //	state.json            the StateRecord: {"version":1,"current":{"fingerprint",
-//	                      "source","createdAt","activatedAt","retiredAt"},"next":...,
-//	                      "previous":...}; fingerprints must match the slots
+//	                      "source","createdAt","activatedAt","retiredAt",
+//	                      "activateAt","pruneAt"},"next":...,"previous":...};
+//	                      fingerprints must match the slots. activateAt (next
+//	                      only) is a forced activation time from `meshca ca
+//	                      rotate`; pruneAt (previous only) is when the retired
+//	                      CA leaves the bundle. Both are optional, so records
+//	                      written before they existed still load.
 //	ca.crt                the trust bundle (distinct roots of all slots), written
 //	                      for people and tools; ignored when loading
 //

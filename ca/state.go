@@ -37,6 +37,14 @@ type SlotRecord struct {
 	ActivatedAt *time.Time `json:"activatedAt,omitempty"`
 	// RetiredAt is when the CA left Current; nil while it is Current or Next.
 	RetiredAt *time.Time `json:"retiredAt,omitempty"`
+	// ActivateAt, on the Next slot only, is a forced activation time set by
+	// `meshca ca rotate`; nil means the rotator's schedule decides.
+	ActivateAt *time.Time `json:"activateAt,omitempty"`
+	// PruneAt, on the Previous slot only, is when the CA leaves the bundle:
+	// when every leaf it signed has expired. It is recorded on retirement;
+	// nil (a record written before this field existed) means the rotator
+	// derives it from RetiredAt or the CA's expiry.
+	PruneAt *time.Time `json:"pruneAt,omitempty"`
 }
 
 // StateRecord is the JSON document stored next to the CAs (key state.json).

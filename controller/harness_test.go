@@ -87,17 +87,24 @@ type harnessOptions struct {
 	workloadConfig WorkloadConfig
 	// bundle, when set, runs the trust bundle reconciler with it.
 	bundle *BundleConfig
+	// state, when set, is the CA to start with instead of a fresh one.
+	state *ca.State
+	// backdate of leaves; 0 means the issuer's default.
+	backdate time.Duration
 }
 
 func startHarness(t *testing.T, o harnessOptions) *harness {
 	t.Helper()
 	env := testenv.Get(t)
-	c, err := ca.New(ca.Config{TrustDomain: "cluster.local"})
-	if err != nil {
-		t.Fatalf("new CA: %v", err)
+	state := o.state
+	if state == nil {
+		c, err := ca.New(ca.Config{TrustDomain: "cluster.local"})
+		if err != nil {
+			t.Fatalf("new CA: %v", err)
+		}
+		state = ca.NewState(c, "test", time.Now())
 	}
-	state := ca.NewState(c, "test", time.Now())
-	iss, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: o.policy})
+	iss, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: o.policy, Backdate: o.backdate})
 	if err != nil {
 		t.Fatalf("new issuer: %v", err)
 	}

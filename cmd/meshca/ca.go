@@ -14,9 +14,9 @@ import (
 func newCACommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "ca",
-		Short: "Create and inspect a CA kept in a folder",
+		Short: "Create and inspect a CA kept in a folder; rotate the CA in the cluster",
 	}
-	cmd.AddCommand(newCAInitCommand(), newCAShowCommand())
+	cmd.AddCommand(newCAInitCommand(), newCAShowCommand(), newCARotateCommand())
 	return cmd
 }
 

@@ -113,11 +113,47 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err != nil {
 		return fmt.Errorf("--audit-schedule: %w", err)
 	}
-	// A plain Runnable runs only on the leader.
 	if err := mgr.Add(manager.RunnableFunc(audit.Start)); err != nil {
 		return err
 	}
-	return setupWebhook(mgr, o, state, trust)
+	hooks, err := setupWebhook(mgr, o, state, trust)
+	if err != nil {
+		return err
+	}
+	// The CA rotator publishes, activates and prunes CAs in the CA Secret;
+	// each change reaches both issuers, the trust bundle, every ca.crt, the
+	// bundle ConfigMaps and the webhook's caBundle.
+	caRotator, err := rotator.NewCARotator(rotator.CARotatorConfig{
+		Store:  store,
+		Policy: rotator.CAPolicy{MaxLeafLifetime: o.leafDuration},
+		Log:    log.With("component", "ca-rotator"),
+		OnChange: func(ctx context.Context, st *ca.State) error {
+			if err := iss.SetCA(st); err != nil {
+				return err
+			}
+			if err := hooks.setCA(st); err != nil {
+				return err
+			}
+			if err := trust.Set(st.Bundle()); err != nil {
+				return err
+			}
+			hooks.bundleChanged()
+			tls.ResyncAll(ctx)
+			resync(ctx)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	// A plain Runnable runs only on the leader.
+	return mgr.Add(manager.RunnableFunc(caRotator.Start))
+}
+
+// webhookHooks let a CA change reach the webhook's parts.
+type webhookHooks struct {
+	setCA         func(*ca.State) error
+	bundleChanged func()
 }
 
 // everyReplica marks a runnable that runs with or without the Lease.
@@ -128,17 +164,17 @@ func (everyReplica) NeedLeaderElection() bool { return false }
 // setupWebhook adds the admission webhook and its serving certificate to
 // every replica, and to the leader the issuance of that certificate and the
 // upkeep of the MutatingWebhookConfiguration's caBundle.
-func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *controller.Trust) error {
+func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *controller.Trust) (*webhookHooks, error) {
 	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
 	if err != nil {
-		return err
+		return nil, err
 	}
 	logger := mgr.GetLogger().WithName("webhook")
 	cert, err := webhook.NewSecretCertificate(webhook.SecretCertificateConfig{
 		Client: cs, Namespace: o.namespace, Name: o.webhookSecret, Logger: logger,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	srv, err := webhook.New(webhook.Config{
 		Addr:         fmt.Sprintf(":%d", o.webhookPort),
@@ -147,11 +183,11 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 		Logger:       logger,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, r := range []manager.Runnable{manager.RunnableFunc(cert.Start), manager.RunnableFunc(srv.Start)} {
 		if err := mgr.Add(everyReplica{r}); err != nil {
-			return err
+			return nil, err
 		}
 	}
 	// Ready once the serving certificate is loaded: before that the API
@@ -164,7 +200,7 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 			return errors.New("webhook serving certificate not loaded yet")
 		}
 	}); err != nil {
-		return err
+		return nil, err
 	}
 
 	// meshca's own serving certificate carries names from its own flags, set
@@ -172,31 +208,46 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 	// such as 127.0.0.1 is allowed for out-of-cluster runs).
 	servingIssuer, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: issuer.OperatorPolicy()})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
 	if err != nil {
-		return err
+		return nil, err
 	}
+	// changed pokes the serving certificate and the caBundle syncer when
+	// the trust bundle changes, instead of waiting for their next round.
+	servingChanged, syncerChanged := make(chan struct{}, 1), make(chan struct{}, 1)
 	serving := &controller.ServingCertificate{
 		Client: direct, Issuer: servingIssuer, Trust: trust,
 		Namespace: o.namespace, Name: o.webhookSecret, Names: o.webhookNames,
+		Changed: servingChanged,
 	}
 	syncer, err := webhook.NewCABundleSyncer(webhook.CABundleSyncerConfig{
-		Client: cs,
-		Name:   o.webhookConfiguration,
-		Bundle: func() ([]byte, error) { return trust.PEM(), nil },
-		Logger: logger,
+		Client:  cs,
+		Name:    o.webhookConfiguration,
+		Bundle:  func() ([]byte, error) { return trust.PEM(), nil },
+		Changed: syncerChanged,
+		Logger:  logger,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
 	for _, r := range []manager.Runnable{manager.RunnableFunc(serving.Start), manager.RunnableFunc(syncer.Start)} {
 		if err := mgr.Add(r); err != nil {
-			return err
+			return nil, err
 		}
 	}
-	return nil
+	return &webhookHooks{
+		setCA: servingIssuer.SetCA,
+		bundleChanged: func() {
+			for _, ch := range []chan struct{}{servingChanged, syncerChanged} {
+				select {
+				case ch <- struct{}{}:
+				default:
+				}
+			}
+		},
+	}, nil
 }
 
 // workloadDeps are what the workload and trust bundle controllers share

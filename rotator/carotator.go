@@ -1,0 +1,234 @@
+package rotator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"time"
+
+	"k8s.io/utils/clock"
+
+	"github.com/meshca/meshca/ca"
+)
+
+// DefaultCAPollInterval is how often the CA rotator re-reads the CA Secret
+// when no step is due sooner, to pick up `meshca ca rotate` and other
+// replicas' writes.
+const DefaultCAPollInterval = 10 * time.Second
+
+// CAStore loads and saves the CA state; *ca.SecretStore is one. Save must
+// refuse a state whose ResourceVersion is stale with an error wrapping
+// ca.ErrConflict, create the store for an empty ResourceVersion (an error
+// wrapping ca.ErrAlreadyExists if it exists), and Load must report a
+// missing store with an error wrapping ca.ErrNotFound.
+type CAStore interface {
+	Load(ctx context.Context) (*ca.State, error)
+	Save(ctx context.Context, st *ca.State) (*ca.State, error)
+}
+
+var _ CAStore = ca.SecretStore{}
+
+// CARotatorConfig configures a CARotator. Zero fields mean the documented
+// defaults.
+type CARotatorConfig struct {
+	// Store holds the CA state; required.
+	Store CAStore
+	// NewCA creates the successor of current when the next CA is prepared;
+	// nil means ca.New(ca.SuccessorConfig(current, Clock)).
+	NewCA func(current *ca.CA) (*ca.CA, error)
+	// Policy is the rotation schedule.
+	Policy CAPolicy
+	// Clock is the time source; nil means the real clock.
+	Clock clock.Clock
+	// PollInterval is the longest time between two reads of the store;
+	// 0 means DefaultCAPollInterval.
+	PollInterval time.Duration
+	// RetryInterval is the wait after a failed load or save; 0 means 5s
+	// (never more than PollInterval).
+	RetryInterval time.Duration
+	// OnChange is called with every state the rotator saves or reads that
+	// differs from the last one it knew, and once at start. It should make
+	// the issuer sign with the state's Current CA and publish its Bundle;
+	// an error is logged and the state is offered again at the next change.
+	OnChange func(ctx context.Context, st *ca.State) error
+	// Log receives what the rotator does; nil discards it.
+	Log *slog.Logger
+}
+
+// CARotator runs the CA rotation schedule against a store: it prepares,
+// activates and prunes CAs when NextCAStep says so, each step a Save with
+// the resourceVersion it read, so concurrent writers (another replica, the
+// CLI) never lose an update. It runs only on the leader.
+type CARotator struct {
+	cfg CARotatorConfig
+}
+
+// NewCARotator checks cfg and fills its defaults.
+func NewCARotator(cfg CARotatorConfig) (*CARotator, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("CA rotator: no store")
+	}
+	p, err := cfg.Policy.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("CA rotator: %w", err)
+	}
+	cfg.Policy = p
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.PollInterval <= 0 {
+		cfg.PollInterval = DefaultCAPollInterval
+	}
+	if cfg.RetryInterval <= 0 {
+		cfg.RetryInterval = 5 * time.Second
+	}
+	if cfg.RetryInterval > cfg.PollInterval {
+		cfg.RetryInterval = cfg.PollInterval
+	}
+	if cfg.NewCA == nil {
+		clk := cfg.Clock
+		cfg.NewCA = func(cur *ca.CA) (*ca.CA, error) {
+			c, err := ca.SuccessorConfig(cur, clk)
+			if err != nil {
+				return nil, err
+			}
+			return ca.New(c)
+		}
+	}
+	if cfg.OnChange == nil {
+		cfg.OnChange = func(context.Context, *ca.State) error { return nil }
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return &CARotator{cfg: cfg}, nil
+}
+
+// Start loads the state, then takes every due step and waits for the next
+// one (or the poll interval) on the clock, until ctx is done; it then
+// returns nil. It returns an error only when the store holds no usable CA
+// at start. If the store's CA disappears while running, the rotator writes
+// the state it holds back (it never creates a new CA for it).
+func (r *CARotator) Start(ctx context.Context) error {
+	st, err := r.cfg.Store.Load(ctx)
+	if err != nil {
+		return fmt.Errorf("CA rotator: %w", err)
+	}
+	r.changed(ctx, st)
+	for {
+		var wait time.Duration
+		st, wait = r.tick(ctx, st)
+		if ctx.Err() != nil {
+			return nil
+		}
+		t := r.cfg.Clock.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C():
+		}
+		st = r.reload(ctx, st)
+	}
+}
+
+// tick takes the steps due now and returns the state and how long to wait.
+func (r *CARotator) tick(ctx context.Context, st *ca.State) (*ca.State, time.Duration) {
+	// Bounded: each iteration saves a step or gives up; a chain of due
+	// steps is at most prune, activate, prepare (and a conflict re-decides).
+	for range 10 {
+		now := r.cfg.Clock.Now()
+		step, at := NextCAStep(now, ViewOf(st), r.cfg.Policy)
+		if step == CAStepNone || at.After(now) {
+			wait := r.cfg.PollInterval
+			if step != CAStepNone && at.Sub(now) < wait {
+				wait = at.Sub(now)
+			}
+			return st, wait
+		}
+		next, err := r.apply(st, step, now)
+		if err != nil {
+			r.cfg.Log.Error("CA rotation step failed", "step", step.String(), "error", err)
+			return st, r.cfg.RetryInterval
+		}
+		saved, err := r.cfg.Store.Save(ctx, next)
+		switch {
+		case err == nil:
+			r.cfg.Log.Info("CA rotation step taken", "step", step.String(), "due", at, "current", saved.Current.Fingerprint())
+			st = saved
+			r.changed(ctx, st)
+		case errors.Is(err, ca.ErrConflict):
+			// Someone else wrote (another replica, `meshca ca rotate`):
+			// decide again on what is stored now.
+			r.cfg.Log.Info("CA changed while rotating; re-reading it", "step", step.String())
+			st = r.reload(ctx, st)
+		case errors.Is(err, ca.ErrNotFound):
+			st = r.reload(ctx, st)
+		default:
+			r.cfg.Log.Error("save CA rotation step", "step", step.String(), "error", err)
+			return st, r.cfg.RetryInterval
+		}
+		if ctx.Err() != nil {
+			return st, 0
+		}
+	}
+	return st, r.cfg.RetryInterval
+}
+
+// apply computes the state after step.
+func (r *CARotator) apply(st *ca.State, step CAStep, now time.Time) (*ca.State, error) {
+	switch step {
+	case CAStepPrunePrevious:
+		return st.WithoutPrevious(), nil
+	case CAStepActivateNext:
+		cur := ViewOf(st).Current
+		return st.ActivateNext(now, PruneTime(cur, now, r.cfg.Policy))
+	case CAStepPrepareNext:
+		c, err := r.cfg.NewCA(st.Current)
+		if err != nil {
+			return nil, fmt.Errorf("create next CA: %w", err)
+		}
+		return st.WithNext(c, "generated", now, nil), nil
+	}
+	return nil, fmt.Errorf("unknown CA step %v", step)
+}
+
+// reload reads the store. A store whose CA has gone is written back from
+// st; any other failure keeps st.
+func (r *CARotator) reload(ctx context.Context, st *ca.State) *ca.State {
+	loaded, err := r.cfg.Store.Load(ctx)
+	switch {
+	case err == nil:
+		if loaded.ResourceVersion != st.ResourceVersion {
+			r.changed(ctx, loaded)
+		}
+		return loaded
+	case errors.Is(err, ca.ErrNotFound):
+		if ctx.Err() != nil {
+			return st
+		}
+		r.cfg.Log.Info("CA store is gone; writing back the CA held in memory")
+		cp := st.Clone()
+		cp.ResourceVersion = ""
+		saved, err := r.cfg.Store.Save(ctx, cp)
+		if err != nil {
+			// ErrAlreadyExists: someone else re-created it; read it next time.
+			r.cfg.Log.Error("re-create CA store", "error", err)
+			return st
+		}
+		return saved
+	default:
+		if ctx.Err() == nil {
+			r.cfg.Log.Error("reload CA", "error", err)
+		}
+		return st
+	}
+}
+
+func (r *CARotator) changed(ctx context.Context, st *ca.State) {
+	if err := r.cfg.OnChange(ctx, st); err != nil {
+		r.cfg.Log.Error("apply CA change", "error", err)
+	}
+}
