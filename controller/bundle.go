@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -164,7 +165,8 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	// with a conflict and the retry starts from fresh data.
 	if err := r.Client.Update(ctx, cm); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
-			return reconcile.Result{Requeue: true}, nil
+			// Someone changed it since we read it: look again shortly.
+			return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("update ConfigMap %s: %w", key, err)
 	}
