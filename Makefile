@@ -45,8 +45,8 @@ test: kube lint ## Every test: lint, then unit and integration tests with -race 
 unit: ## Only the tests that need no control plane (-short).
 	go test -short $(TEST_FLAGS) ./...
 
-run: build kube ## Start the local control plane, install meshca's objects and examples, run meshca against it.
-	@hack/run.sh
+run: ## Local control plane + meshca (with the chart's RBAC) + examples + a real mTLS check; until Ctrl-C (RUN_ONCE=1: exit after the check).
+	@RUN_ONCE=$(RUN_ONCE) hack/run.sh
 
 bench: build kube ## Go benchmarks and the load harness; prints one summary table.
 	go test -run '^$$' -bench . -benchmem -count 5 ./issuer/... ./webhook/...

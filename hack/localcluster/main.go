@@ -10,7 +10,10 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
+
+	"k8s.io/client-go/tools/clientcmd"
 
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 
@@ -20,14 +23,15 @@ import (
 func main() {
 	dir := flag.String("dir", ".cache/run", "folder for the kubeconfig and the control plane's state")
 	crds := flag.String("crds", "config/crd", "folder of CRD manifests to install")
+	as := flag.String("impersonate", "", "also write kubeconfig-<name> that impersonates this ServiceAccount (namespace/name), so meshca runs with exactly its RBAC")
 	flag.Parse()
-	if err := run(*dir, *crds); err != nil {
+	if err := run(*dir, *crds, *as); err != nil {
 		fmt.Fprintln(os.Stderr, "localcluster:", err)
 		os.Exit(1)
 	}
 }
 
-func run(dir, crds string) error {
+func run(dir, crds, as string) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
 		return err
@@ -57,11 +61,30 @@ func run(dir, crds string) error {
 	if err != nil {
 		return err
 	}
-	path := filepath.Join(dir, "kubeconfig")
-	if err := os.WriteFile(path+".tmp", kc, 0o600); err != nil {
-		return err
+	if as != "" {
+		ns, name, ok := strings.Cut(as, "/")
+		if !ok {
+			return fmt.Errorf("--impersonate %q: want namespace/name", as)
+		}
+		cfg, err := clientcmd.Load(kc)
+		if err != nil {
+			return err
+		}
+		for _, auth := range cfg.AuthInfos {
+			auth.Impersonate = "system:serviceaccount:" + ns + ":" + name
+			auth.ImpersonateGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + ns, "system:authenticated"}
+		}
+		out, err := clientcmd.Write(*cfg)
+		if err != nil {
+			return err
+		}
+		if err := writeFile(filepath.Join(dir, "kubeconfig-"+name), out); err != nil {
+			return err
+		}
 	}
-	if err := os.Rename(path+".tmp", path); err != nil {
+	// The admin kubeconfig is written last: its presence says "ready".
+	path := filepath.Join(dir, "kubeconfig")
+	if err := writeFile(path, kc); err != nil {
 		return err
 	}
 	fmt.Printf("control plane ready: %s\n", env.Config.Host)
@@ -70,4 +93,12 @@ func run(dir, crds string) error {
 	<-ctx.Done()
 	os.Remove(path)
 	return nil
+}
+
+// writeFile writes through a temporary file so readers never see half a file.
+func writeFile(path string, data []byte) error {
+	if err := os.WriteFile(path+".tmp", data, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(path+".tmp", path)
 }
