@@ -1,10 +1,8 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/meshca/meshca/internal/testenv"
+	"github.com/meshca/meshca/internal/testpki"
 	"github.com/meshca/meshca/issuer"
 )
 
@@ -59,15 +58,15 @@ func TestUpstreamMTLS(t *testing.T) {
 	gwCert := write("gw.crt", gw.Data[corev1.TLSCertKey])
 	gwKey := write("gw.key", gw.Data[corev1.TLSPrivateKeyKey])
 
-	port := freePort(t)
-	startSServer(t, port, upCert, upKey, bundle)
+	srv := testpki.StartHTTPSServer(t, upCert, upKey, bundle)
+	_, port, _ := strings.Cut(srv.Addr, ":")
 
 	curl := func(args ...string) (string, error) {
 		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 		defer cancel()
 		all := append([]string{"-sS", "--max-time", "10", "--cacert", bundle,
-			"--resolve", fmt.Sprintf("%s:%d:127.0.0.1", host, port)}, args...)
-		all = append(all, fmt.Sprintf("https://%s:%d/", host, port))
+			"--resolve", fmt.Sprintf("%s:%s:127.0.0.1", host, port)}, args...)
+		all = append(all, fmt.Sprintf("https://%s:%s/", host, port))
 		out, err := exec.CommandContext(ctx, "curl", all...).CombinedOutput()
 		return string(out), err
 	}
@@ -92,49 +91,4 @@ func firstLine(s string) string {
 		return s[:i]
 	}
 	return s
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startSServer runs openssl s_server requiring a client certificate that
-// verifies against caFile, until the test ends.
-func startSServer(t *testing.T, port int, cert, key, caFile string) {
-	t.Helper()
-	// s_server takes the leaf from -cert and the rest of the chain from
-	// -cert_chain; both may be the same leaf-then-intermediate file.
-	cmd := exec.Command("openssl", "s_server", "-accept", fmt.Sprintf("127.0.0.1:%d", port),
-		"-cert", cert, "-cert_chain", cert, "-key", key,
-		"-CAfile", caFile, "-Verify", "2", "-verify_return_error", "-www", "-naccept", "100")
-	var stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stderr, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("s_server output:\n%s", stderr.String())
-		}
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("s_server did not listen: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"sync/atomic"
 
-	"github.com/meshca/meshca/rotator"
+	"github.com/meshca/meshca/ca"
 )
 
 // Trust is the current trust bundle: the roots every consumer should trust.
@@ -23,7 +23,7 @@ type trustSnapshot struct {
 // Set replaces the bundle. It refuses PEM without a certificate, so a broken
 // CA never empties every Secret's ca.crt.
 func (t *Trust) Set(pemBundle []byte) error {
-	certs, err := rotator.ParseCertificates(pemBundle)
+	certs, err := ca.ParseCertificatesPEM(pemBundle)
 	if err != nil {
 		return fmt.Errorf("trust bundle: %w", err)
 	}

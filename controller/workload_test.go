@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
 	"github.com/meshca/meshca/internal/testpki"
@@ -174,7 +175,7 @@ func TestWorkloadTable(t *testing.T) {
 				if got := joined(uris(leaf)); got != tc.want.uri {
 					t.Errorf("URIs %s, want %s", got, tc.want.uri)
 				}
-				if got := rotator.KeyAlgorithmOf(leaf.PublicKey); got != tc.want.keyAlg {
+				if got, _ := ca.KeyAlgorithmOf(leaf.PublicKey); string(got) != tc.want.keyAlg {
 					t.Errorf("key algorithm %s, want %s", got, tc.want.keyAlg)
 				}
 				for k, v := range map[string]string{

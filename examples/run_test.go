@@ -3,13 +3,14 @@ package examples
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshca/meshca/internal/testpki"
 )
 
 // TestMakeRun runs the script behind `make run` with RUN_ONCE=1 and checks
@@ -37,10 +38,10 @@ func TestMakeRun(t *testing.T) {
 	cmd.Env = append(os.Environ(),
 		"RUN_ONCE=1",
 		"RUN_DIR="+dir,
-		fmt.Sprintf("WEBHOOK_PORT=%d", freePort(t)),
-		fmt.Sprintf("METRICS_PORT=%d", freePort(t)),
-		fmt.Sprintf("HEALTH_PORT=%d", freePort(t)),
-		fmt.Sprintf("MTLS_PORT=%d", freePort(t)),
+		fmt.Sprintf("WEBHOOK_PORT=%d", testpki.FreePort(t)),
+		fmt.Sprintf("METRICS_PORT=%d", testpki.FreePort(t)),
+		fmt.Sprintf("HEALTH_PORT=%d", testpki.FreePort(t)),
+		fmt.Sprintf("MTLS_PORT=%d", testpki.FreePort(t)),
 	)
 	out, err := cmd.CombinedOutput()
 	text := string(out)
@@ -80,14 +81,4 @@ func grep(s, word string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

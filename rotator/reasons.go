@@ -1,19 +1,14 @@
 package rotator
 
 import (
-	"bytes"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/x509"
-	"encoding/pem"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meshca/meshca/ca"
 )
 
 // Reasons to (re)issue a certificate, recorded on Secrets and in Events.
@@ -47,13 +42,13 @@ func Observe(present bool, certPEM, keyPEM []byte) *Observed {
 	if !present {
 		return o
 	}
-	certs, err := ParseCertificates(certPEM)
+	certs, err := ca.ParseCertificatesPEM(certPEM)
 	if err != nil {
 		o.Err = fmt.Errorf("tls.crt: %w", err)
 		return o
 	}
 	o.Leaf, o.Chain = certs[0], certs[1:]
-	if o.Key, err = ParsePrivateKey(keyPEM); err != nil {
+	if o.Key, err = ca.ParsePrivateKeyPEM(keyPEM); err != nil {
 		o.Err = fmt.Errorf("tls.key: %w", err)
 	}
 	return o
@@ -195,8 +190,8 @@ func KeyAlgorithmChanged(in Input) (string, string, bool) {
 	if in.Wanted.KeyAlgorithm == "" {
 		return "", "", false
 	}
-	have := KeyAlgorithmOf(in.Observed.Leaf.PublicKey)
-	if have != in.Wanted.KeyAlgorithm {
+	have, err := ca.KeyAlgorithmOf(in.Observed.Leaf.PublicKey)
+	if err != nil || string(have) != in.Wanted.KeyAlgorithm {
 		return ReasonKeyAlgorithmChanged, fmt.Sprintf("key algorithm is %s, wanted %s", have, in.Wanted.KeyAlgorithm), true
 	}
 	return "", "", false
@@ -213,89 +208,9 @@ func NearExpiry(in Input) (string, string, bool) {
 	return "", "", false
 }
 
-// KeyAlgorithmOf names a public key the way ca.KeyAlgorithm does.
-func KeyAlgorithmOf(pub crypto.PublicKey) string {
-	switch k := pub.(type) {
-	case *ecdsa.PublicKey:
-		switch k.Curve {
-		case elliptic.P256():
-			return "ecdsa-p256"
-		case elliptic.P384():
-			return "ecdsa-p384"
-		}
-		return "ecdsa-" + k.Curve.Params().Name
-	case *rsa.PublicKey:
-		return fmt.Sprintf("rsa-%d", k.N.BitLen())
-	case ed25519.PublicKey:
-		return "ed25519"
-	}
-	return fmt.Sprintf("%T", pub)
-}
-
 func sameSet(a, b []string) bool {
 	a, b = slices.Clone(a), slices.Clone(b)
 	slices.Sort(a)
 	slices.Sort(b)
 	return slices.Equal(slices.Compact(a), slices.Compact(b))
-}
-
-// ErrNoCertificate is returned by ParseCertificates for input without any.
-var ErrNoCertificate = errors.New("no PEM CERTIFICATE block")
-
-// ParseCertificates parses every CERTIFICATE block of a PEM bundle, in order.
-// Other block types are skipped; text between blocks is ignored.
-func ParseCertificates(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for len(bytes.TrimSpace(data)) > 0 {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(certs) == 0 {
-		return nil, ErrNoCertificate
-	}
-	return certs, nil
-}
-
-// ParsePrivateKey parses the first private key of PEM data: PKCS#8, PKCS#1
-// RSA or SEC 1 EC, as Emissary accepts.
-func ParsePrivateKey(data []byte) (crypto.Signer, error) {
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			return nil, errors.New("no PEM private key block")
-		}
-		var key any
-		var err error
-		switch block.Type {
-		case "PRIVATE KEY":
-			key, err = x509.ParsePKCS8PrivateKey(block.Bytes)
-		case "RSA PRIVATE KEY":
-			key, err = x509.ParsePKCS1PrivateKey(block.Bytes)
-		case "EC PRIVATE KEY":
-			key, err = x509.ParseECPrivateKey(block.Bytes)
-		default:
-			continue
-		}
-		if err != nil {
-			// The parse error never quotes key material.
-			return nil, fmt.Errorf("parse %s: %w", block.Type, err)
-		}
-		s, ok := key.(crypto.Signer)
-		if !ok {
-			return nil, fmt.Errorf("%s holds a %T, not a signing key", block.Type, key)
-		}
-		return s, nil
-	}
 }

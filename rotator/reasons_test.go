@@ -73,11 +73,3 @@ func TestEvaluateRenewAt(t *testing.T) {
 		t.Errorf("RenewAt = %s, want %s", d.RenewAt, want)
 	}
 }
-
-func TestKeyAlgorithmOf(t *testing.T) {
-	t.Parallel()
-	pki := testpki.New(t)
-	if got := KeyAlgorithmOf(pki.Root.PublicKey); got != "ecdsa-p256" {
-		t.Errorf("KeyAlgorithmOf(P-256 root) = %q", got)
-	}
-}

@@ -20,7 +20,6 @@ import (
 
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
-	"github.com/meshca/meshca/rotator"
 )
 
 // States of a certificate.
@@ -146,12 +145,12 @@ func certificate(s *corev1.Secret, now time.Time) Certificate {
 	}
 	if s.Type != corev1.SecretTypeTLS {
 		c.State = StateBundle
-		if roots, err := rotator.ParseCertificates(s.Data[corev1.ServiceAccountRootCAKey]); err == nil {
+		if roots, err := ca.ParseCertificatesPEM(s.Data[corev1.ServiceAccountRootCAKey]); err == nil {
 			c.Reason = fmt.Sprintf("%d roots", len(roots))
 		}
 		return c
 	}
-	certs, err := rotator.ParseCertificates(s.Data[corev1.TLSCertKey])
+	certs, err := ca.ParseCertificatesPEM(s.Data[corev1.TLSCertKey])
 	if err != nil {
 		c.State, c.Reason = StateInvalid, err.Error()
 		return c

@@ -88,12 +88,24 @@ type TLSServer struct {
 // ends.
 func StartTLSServer(t testing.TB, certFile, keyFile, caFile string) *TLSServer {
 	t.Helper()
+	return startSServer(t, certFile, keyFile, caFile, "-rev")
+}
+
+// StartHTTPSServer is StartTLSServer answering HTTP requests with a status
+// page (s_server -www), for clients such as curl.
+func StartHTTPSServer(t testing.TB, certFile, keyFile, caFile string) *TLSServer {
+	t.Helper()
+	return startSServer(t, certFile, keyFile, caFile, "-www")
+}
+
+func startSServer(t testing.TB, certFile, keyFile, caFile, mode string) *TLSServer {
+	t.Helper()
 	for attempt := 0; attempt < 3; attempt++ {
 		port := FreePort(t)
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		out := &bytes.Buffer{}
 		cmd := exec.CommandContext(ctx, OpenSSL(t), "s_server", "-accept", "127.0.0.1:"+strconv.Itoa(port),
-			"-cert", certFile, "-cert_chain", certFile, "-key", keyFile, "-CAfile", caFile, "-Verify", "2", "-verify_return_error", "-rev")
+			"-cert", certFile, "-cert_chain", certFile, "-key", keyFile, "-CAfile", caFile, "-Verify", "2", "-verify_return_error", mode)
 		cmd.Stdout, cmd.Stderr = out, out
 		cmd.WaitDelay = time.Second
 		if err := cmd.Start(); err != nil {
