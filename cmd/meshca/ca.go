@@ -16,7 +16,7 @@ func newCACommand() *cobra.Command {
 		Use:   "ca",
 		Short: "Create and inspect a CA kept in a folder; rotate the CA in the cluster",
 	}
-	cmd.AddCommand(newCAInitCommand(), newCAShowCommand(), newCARotateCommand())
+	cmd.AddCommand(newCAInitCommand(), newCAShowCommand(), newCARotateCommand(), newCAImportCommand())
 	return cmd
 }
 
