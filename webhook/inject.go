@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -62,20 +63,26 @@ type injection struct {
 // wants reads the annotations. name is the fallback workload name (the
 // AdmissionRequest's) when metadata.name is empty.
 func wants(w *workload, name string) (injection, error) {
+	// The trust bundle ConfigMap exists in every namespace, so asking for it
+	// on the pod template works too. A certificate is only issued for the
+	// workload's own annotations (that is what the controller reads), so only
+	// those mount one: a template-only annotation would mount a Secret that
+	// never comes.
 	get := func(key string) string {
 		if v, ok := w.Metadata.Annotations[key]; ok {
 			return v
 		}
 		return w.Spec.Template.Annotations[key]
 	}
+	own := func(key string) string { return w.Metadata.Annotations[key] }
 	in := injection{
-		trust: get(AnnotationInjectTrustBundle) == "true",
-		cert:  get(AnnotationCertificate) == "true",
+		trust: strings.EqualFold(get(AnnotationInjectTrustBundle), "true"),
+		cert:  strings.EqualFold(own(AnnotationCertificate), "true"),
 	}
 	if !in.cert {
 		return in, nil
 	}
-	in.secretName = get(AnnotationSecretName)
+	in.secretName = own(AnnotationSecretName)
 	if in.secretName == "" {
 		if w.Metadata.Name != "" {
 			name = w.Metadata.Name

@@ -147,6 +147,10 @@ func admitCases() map[string]admitCase {
 
 	tmplAnnotated := podTemplate("agent")
 	tmplAnnotated.Annotations = map[string]string{AnnotationInjectTrustBundle: "true"}
+	// A certificate annotation only on the template gets no certificate from
+	// the controller, so it must not mount one either.
+	tmplCertOnly := podTemplate("agent")
+	tmplCertOnly.Annotations = map[string]string{AnnotationCertificate: "true"}
 
 	// stored is what the API server keeps after injecting both: defaults
 	// added (defaultMode) and the mounts' readOnly intact.
@@ -223,6 +227,8 @@ func admitCases() map[string]admitCase {
 		"deployment-generate-name-secret": {admissionv1.Create, generatedNamed, resultPatched},
 		"statefulset-secret-name":         {admissionv1.Create, statefulSet("db", map[string]string{AnnotationCertificate: "true", AnnotationSecretName: "db-certs"}, podTemplate("db")), resultPatched},
 		"daemonset-template-annotation":   {admissionv1.Create, daemonSet("agent", nil, tmplAnnotated), resultPatched},
+		"daemonset-template-certificate":  {admissionv1.Create, daemonSet("agent", nil, tmplCertOnly), resultIgnored},
+		"deployment-annotation-True":      {admissionv1.Create, deployment("web", map[string]string{AnnotationInjectTrustBundle: "True"}, podTemplate("app")), resultPatched},
 		"conflict-volume-other-configmap": {admissionv1.Create, deployment("web", trustAnn, foreignVolume), resultDenied},
 		"conflict-volume-emptydir":        {admissionv1.Create, deployment("web", certAnn, emptyDirVolume), resultDenied},
 		"conflict-volume-other-secret":    {admissionv1.Create, deployment("api", certAnn, otherSecret), resultDenied},
