@@ -15,6 +15,7 @@ import (
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -283,6 +284,22 @@ func cacheOptions(o *serveOptions) cache.Options {
 		}
 	}
 	return opts
+}
+
+// bundleNamespaces selects the namespaces that get the trust bundle:
+// --bundle-namespace-selector, narrowed to --watch-namespaces when that is
+// set. Outside those namespaces meshca has no cache and, with the chart's
+// rbac.namespaces, no right to write ConfigMaps.
+func bundleNamespaces(o *serveOptions) (labels.Selector, error) {
+	sel, err := labels.Parse(o.bundleNamespaceSel)
+	if err != nil || len(o.watchNamespaces) == 0 {
+		return sel, err
+	}
+	req, err := labels.NewRequirement(corev1.LabelMetadataName, selection.In, o.watchNamespaces)
+	if err != nil {
+		return nil, fmt.Errorf("--watch-namespaces: %w", err)
+	}
+	return sel.Add(*req), nil
 }
 
 // managedByMeshca selects the Secrets and ConfigMaps meshca writes; the

@@ -233,7 +233,7 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 		return nil, fmt.Errorf("set up workload controllers: %w", err)
 	}
 	// validate has parsed the selector already; "" selects every namespace.
-	nsSelector, err := labels.Parse(o.bundleNamespaceSel)
+	nsSelector, err := bundleNamespaces(o)
 	if err != nil {
 		return nil, fmt.Errorf("--bundle-namespace-selector: %w", err)
 	}

@@ -74,10 +74,12 @@ func BinDir() string {
 // each run TestMain) do not start one. With -short it is never started and
 // tests that call Get are skipped with a message (never silently).
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit: it returns the exit code, so that a
+// TestMain can remove what it set up for the package before exiting.
+func Run(m *testing.M) int {
 	if testingShort() {
 		return m.Run()
 	}
