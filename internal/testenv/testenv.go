@@ -121,6 +121,11 @@ func Start() (*Env, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                Scheme,
 	}
+	// Hardened clusters (OpenShift among them) enforce that whoever sets
+	// blockOwnerDeletion on an owner reference may update the owner's
+	// finalizers; the tests must meet the same rule, so RBAC that lacks it
+	// fails here and not in production. Administrators are exempt.
+	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start control plane from %s: %w", bin, err)

@@ -171,7 +171,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 	t.Run("no forbidden errors", func(t *testing.T) {
 		logs := d.logs.String()
 		// The log is the one we think: the grep below would pass on an empty one.
-		if !strings.Contains(logs, "successfully acquired lease") || !strings.Contains(logs, "caBundle updated") {
+		if !strings.Contains(logs, "Successfully acquired lease") || !strings.Contains(logs, "caBundle updated") {
 			t.Fatalf("meshca's log lacks the lease and caBundle lines:\n%s", tail(logs, 4000))
 		}
 		for _, line := range strings.Split(logs, "\n") {
