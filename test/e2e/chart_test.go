@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
 	"github.com/meshca/meshca/internal/testenv"
@@ -185,4 +186,22 @@ func tlsContext(ns, name, secret, caSecret string, hosts ...string) *unstructure
 		},
 		"spec": spec,
 	}}
+}
+
+// removeTLSContextsAtEnd deletes the TLSContexts in namespaces when the test
+// ends: the namespaces stay (no namespace controller runs here), and a
+// cluster-wide meshca of a later test would otherwise reissue their Secrets
+// with its own CA.
+func removeTLSContextsAtEnd(t *testing.T, env *testenv.Env, namespaces ...string) {
+	t.Helper()
+	t.Cleanup(func() {
+		for _, ns := range namespaces {
+			all := &unstructured.Unstructured{}
+			all.SetAPIVersion("getambassador.io/v3alpha1")
+			all.SetKind("TLSContext")
+			if err := env.Client.DeleteAllOf(context.Background(), all, client.InNamespace(ns)); err != nil {
+				t.Errorf("delete TLSContexts in %s: %v", ns, err)
+			}
+		}
+	})
 }

@@ -34,6 +34,7 @@ func TestHighAvailability(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
 
+	removeTLSContextsAtEnd(t, env, ns)
 	writes := watchSecretWrites(t, env, ns)
 	const contexts = 50
 	for i := range contexts {

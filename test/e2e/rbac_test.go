@@ -32,6 +32,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 	ctx := context.Background()
 	ns := env.Namespace(t)
 	app := env.Namespace(t)
+	removeTLSContextsAtEnd(t, env, app)
 	r := installChart(t, env, "meshca", ns)
 	d := startDaemon(t, "rbac", withFlags(r.args,
 		"--kubeconfig="+impersonatingKubeconfig(t, env, r),
@@ -208,6 +209,7 @@ func TestServeWithChartRBACNamespaces(t *testing.T) {
 	ns := env.Namespace(t)
 	granted := env.Namespace(t)
 	other := env.Namespace(t, map[string]string{"meshca.io/accept-secrets-from": granted})
+	removeTLSContextsAtEnd(t, env, granted)
 	r := installChart(t, env, "meshca-scoped", ns,
 		"--set", "rbac.namespaces={"+granted+"}",
 		"--set", "webhook.configurationName=meshca-scoped")
