@@ -18,8 +18,8 @@ import (
 // ServiceAccount. An empty namespace means the release namespace, "*" a
 // namespace the chart was not told about, team-N the Nth of rbac.namespaces.
 type access struct {
-	verb, group, resource, namespace, name string
-	allowed                                bool
+	verb, group, resource, subresource, namespace, name string
+	allowed                                             bool
 }
 
 // TestApply applies the rendered chart to a real API server, first as a
@@ -52,6 +52,10 @@ func TestApply(t *testing.T) {
 				{verb: "update", group: "getambassador.io", resource: "tlscontexts", namespace: "*"},
 				{verb: "patch", group: "apps", resource: "deployments", namespace: "*", allowed: true},
 				{verb: "delete", group: "apps", resource: "deployments", namespace: "*"},
+				// blockOwnerDeletion on workload Secrets' owner references.
+				{verb: "update", group: "apps", resource: "deployments", subresource: "finalizers", namespace: "*", allowed: true},
+				{verb: "update", group: "apps", resource: "daemonsets", subresource: "finalizers", namespace: "*", allowed: true},
+				{verb: "update", group: "apps", resource: "deployments", subresource: "scale", namespace: "*"},
 				{verb: "list", resource: "pods", namespace: "*"},
 				{verb: "create", resource: "events", namespace: "*", allowed: true},
 				{verb: "list", resource: "namespaces", allowed: true},
@@ -201,7 +205,7 @@ func checkAccess(t *testing.T, env *testenv.Env, releaseNS, ns, sa string, c acc
 		User:   fmt.Sprintf("system:serviceaccount:%s:%s", releaseNS, sa),
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + releaseNS, "system:authenticated"},
 		ResourceAttributes: &authorizationv1.ResourceAttributes{
-			Namespace: ns, Verb: c.verb, Group: c.group, Resource: c.resource, Name: c.name,
+			Namespace: ns, Verb: c.verb, Group: c.group, Resource: c.resource, Subresource: c.subresource, Name: c.name,
 		},
 	}}
 	res, err := env.Clientset.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), sar, metav1.CreateOptions{})

@@ -2,6 +2,8 @@ package controller
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meshca/meshca/issuer"
 )
 
 // Metrics are the controllers' Prometheus metrics.
@@ -59,6 +61,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "meshca_trust_bundle_conflicts_total",
 			Help: "Refusals to overwrite a meshca-trust-bundle ConfigMap that is not meshca's.",
 		}),
+	}
+	// Series that mean trouble exist at 0 from the start, so that alerts on
+	// their rate see a baseline rather than a series that appears later.
+	for _, p := range []issuer.Profile{issuer.ProfileGateway, issuer.ProfileWorkload} {
+		for _, cause := range []string{"sign", "write"} {
+			m.Failures.WithLabelValues(string(p), cause)
+		}
+	}
+	for _, kind := range []string{"foreign", "owner"} {
+		m.Conflicts.WithLabelValues(kind)
+	}
+	for _, rule := range []string{"policy", "spec", "cross-namespace"} {
+		m.Rejected.WithLabelValues(rule)
 	}
 	if reg != nil {
 		reg.MustRegister(m.Issued, m.Failures, m.Conflicts, m.Writes, m.NotAfter, m.RenewAt, m.Rejected, m.BundleWrites, m.BundleConflicts)

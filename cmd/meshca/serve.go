@@ -15,12 +15,15 @@ import (
 	"golang.org/x/term"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/selection"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 )
 
@@ -53,6 +56,9 @@ type serveOptions struct {
 	metricsAddress       string
 	healthAddress        string
 	leaderElect          bool
+	leaseDuration        time.Duration
+	renewDeadline        time.Duration
+	retryPeriod          time.Duration
 	logFormat            string
 	logLevel             string
 }
@@ -84,6 +90,9 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.metricsAddress, "metrics-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.healthAddress, "health-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run controllers only on the holder of the meshca Lease; the webhook serves on every replica")
+	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a Lease holder that stops renewing keeps the Lease: after it dies, another replica takes over within this time (plus --leader-election-retry-period)")
+	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew the Lease before it gives up leading and exits; must be less than the lease duration")
+	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the Lease")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -99,6 +108,13 @@ func (o *serveOptions) validate() error {
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive"))
+	}
+	if o.leaseDuration <= 0 || o.renewDeadline <= 0 || o.retryPeriod <= 0 {
+		errs = append(errs, fmt.Errorf("--leader-election-lease-duration, --leader-election-renew-deadline and --leader-election-retry-period must be positive"))
+	} else if o.renewDeadline >= o.leaseDuration || float64(o.renewDeadline) <= 1.2*float64(o.retryPeriod) {
+		// client-go's rule: the renew deadline must leave room for a
+		// jittered retry (factor 1.2) and end before the lease does.
+		errs = append(errs, fmt.Errorf("leader election needs 1.2 × retry period (%s) < renew deadline (%s) < lease duration (%s)", o.retryPeriod, o.renewDeadline, o.leaseDuration))
 	}
 	if o.secretCleanup != "keep" && o.secretCleanup != "delete" {
 		errs = append(errs, fmt.Errorf("--secret-cleanup must be keep or delete, got %q", o.secretCleanup))
@@ -155,7 +171,12 @@ func newServeCommand() *cobra.Command {
 		Short: "Run the daemon: CA, controllers and rotator (on the leader), webhook, metrics and health",
 		Long: `Run the meshca daemon. Controllers and the rotator run on the replica holding
 the Lease "meshca" in --namespace; the admission webhook, /metrics, /healthz and
-/readyz serve on every replica. SIGTERM or SIGINT shuts down cleanly.
+/readyz serve on every replica. SIGTERM or SIGINT shuts down cleanly and
+releases the Lease, so another replica takes over at once. A replica that dies
+without releasing it is replaced after --leader-election-lease-duration; the
+leader renews every --leader-election-retry-period and stops leading (and
+exits) when it cannot renew for --leader-election-renew-deadline. The gauge
+meshca_leader on /metrics is 1 on the leader and 0 elsewhere.
 
 Every flag can also be set by an environment variable: MESHCA_ followed by the
 flag name in upper case with dashes as underscores (--leaf-duration is
@@ -265,6 +286,22 @@ func cacheOptions(o *serveOptions) cache.Options {
 	return opts
 }
 
+// bundleNamespaces selects the namespaces that get the trust bundle:
+// --bundle-namespace-selector, narrowed to --watch-namespaces when that is
+// set. Outside those namespaces meshca has no cache and, with the chart's
+// rbac.namespaces, no right to write ConfigMaps.
+func bundleNamespaces(o *serveOptions) (labels.Selector, error) {
+	sel, err := labels.Parse(o.bundleNamespaceSel)
+	if err != nil || len(o.watchNamespaces) == 0 {
+		return sel, err
+	}
+	req, err := labels.NewRequirement(corev1.LabelMetadataName, selection.In, o.watchNamespaces)
+	if err != nil {
+		return nil, fmt.Errorf("--watch-namespaces: %w", err)
+	}
+	return sel.Add(*req), nil
+}
+
 // managedByMeshca selects the Secrets and ConfigMaps meshca writes; the
 // informer cache holds only those, so memory does not grow with the
 // cluster's other Secrets and ConfigMaps.
@@ -292,12 +329,23 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		LeaderElectionID:              "meshca",
 		LeaderElectionNamespace:       o.namespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 		HealthProbeBindAddress:        o.healthAddress,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
 		Cache:                         cacheOptions(o),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
+	}
+	leader, err := leaderGauge(ctrlmetrics.Registry)
+	if err != nil {
+		return fmt.Errorf("register leader metric: %w", err)
+	}
+	// A plain runnable runs only while this replica holds the Lease.
+	if err := mgr.Add(manager.RunnableFunc(leading(leader))); err != nil {
+		return err
 	}
 	if err := setupControllers(ctx, mgr, o, log); err != nil {
 		return err

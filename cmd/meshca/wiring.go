@@ -45,6 +45,9 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	current := state.Get(ca.SlotCurrent)
 	log.Info("CA loaded", "secret", store.String(), "issuer", current.Fingerprint(),
 		"notAfter", current.Intermediate.NotAfter)
+	if err := ctrlmetrics.Registry.Register(newCACollector(func() *ca.State { return state })); err != nil {
+		return fmt.Errorf("register CA metrics: %w", err)
+	}
 
 	selector := labels.Nothing()
 	if o.tlsContextSelector != "" {
@@ -281,7 +284,7 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 		return nil, fmt.Errorf("set up workload controllers: %w", err)
 	}
 	// validate has parsed the selector already; "" selects every namespace.
-	nsSelector, err := labels.Parse(o.bundleNamespaceSel)
+	nsSelector, err := bundleNamespaces(o)
 	if err != nil {
 		return nil, fmt.Errorf("--bundle-namespace-selector: %w", err)
 	}

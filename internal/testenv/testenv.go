@@ -74,10 +74,12 @@ func BinDir() string {
 // each run TestMain) do not start one. With -short it is never started and
 // tests that call Get are skipped with a message (never silently).
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(Run(m))
 }
 
-func run(m *testing.M) int {
+// Run is Main without the exit: it returns the exit code, so that a
+// TestMain can remove what it set up for the package before exiting.
+func Run(m *testing.M) int {
 	if testingShort() {
 		return m.Run()
 	}
@@ -119,6 +121,11 @@ func Start() (*Env, error) {
 		ErrorIfCRDPathMissing: true,
 		Scheme:                Scheme,
 	}
+	// Hardened clusters (OpenShift among them) enforce that whoever sets
+	// blockOwnerDeletion on an owner reference may update the owner's
+	// finalizers; the tests must meet the same rule, so RBAC that lacks it
+	// fails here and not in production. Administrators are exempt.
+	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start control plane from %s: %w", bin, err)
