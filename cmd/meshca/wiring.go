@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"sync/atomic"
 
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/labels"
@@ -45,7 +46,10 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	current := state.Get(ca.SlotCurrent)
 	log.Info("CA loaded", "secret", store.String(), "issuer", current.Fingerprint(),
 		"notAfter", current.Intermediate.NotAfter)
-	if err := ctrlmetrics.Registry.Register(newCACollector(func() *ca.State { return state })); err != nil {
+	// live is the CA state now in force; the CA rotator replaces it.
+	live := &atomic.Pointer[ca.State]{}
+	live.Store(state)
+	if err := ctrlmetrics.Registry.Register(newCACollector(live.Load)); err != nil {
 		return fmt.Errorf("register CA metrics: %w", err)
 	}
 
@@ -131,6 +135,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		Policy: rotator.CAPolicy{MaxLeafLifetime: o.leafDuration},
 		Log:    log.With("component", "ca-rotator"),
 		OnChange: func(ctx context.Context, st *ca.State) error {
+			live.Store(st)
 			if err := iss.SetCA(st); err != nil {
 				return err
 			}
