@@ -85,5 +85,8 @@ Settings whose default is "none" are left out when empty.
 {{- $a = append $a (printf "--metrics-address=:%v" $v.metrics.port) -}}
 {{- $a = append $a (printf "--health-address=:%v" $v.health.port) -}}
 {{- $a = append $a (printf "--leader-elect=%t" $v.leaderElect) -}}
+{{- $a = append $a (printf "--leader-election-lease-duration=%s" $v.leaderElection.leaseDuration) -}}
+{{- $a = append $a (printf "--leader-election-renew-deadline=%s" $v.leaderElection.renewDeadline) -}}
+{{- $a = append $a (printf "--leader-election-retry-period=%s" $v.leaderElection.retryPeriod) -}}
 {{- toYaml (concat $a $v.extraArgs) -}}
 {{- end -}}
