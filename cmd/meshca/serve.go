@@ -53,6 +53,10 @@ type serveOptions struct {
 	metricsAddress       string
 	healthAddress        string
 	leaderElect          bool
+	leaseDuration        time.Duration
+	renewDeadline        time.Duration
+	retryPeriod          time.Duration
+	allowNewCA           bool
 	logFormat            string
 	logLevel             string
 }
@@ -84,6 +88,10 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.metricsAddress, "metrics-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.healthAddress, "health-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run controllers only on the holder of the meshca Lease; the webhook serves on every replica")
+	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a non-leader waits before it takes over an unrenewed Lease")
+	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew the Lease before it gives up leading")
+	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "how often a replica tries to acquire or renew the Lease")
+	fs.BoolVar(&o.allowNewCA, "allow-new-ca", false, "create a new CA even though Secrets issued by a previous one (labelled app.kubernetes.io/managed-by=meshca) exist; without it meshca refuses to start when the CA Secret is gone but its certificates are not")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }
@@ -99,6 +107,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive"))
+	}
+	if o.leaderElect && !(o.retryPeriod > 0 && o.retryPeriod < o.renewDeadline && o.renewDeadline < o.leaseDuration) {
+		errs = append(errs, fmt.Errorf("leader election needs 0 < --leader-election-retry-period < --leader-election-renew-deadline < --leader-election-lease-duration, got %s, %s, %s", o.retryPeriod, o.renewDeadline, o.leaseDuration))
 	}
 	if o.secretCleanup != "keep" && o.secretCleanup != "delete" {
 		errs = append(errs, fmt.Errorf("--secret-cleanup must be keep or delete, got %q", o.secretCleanup))
@@ -292,6 +303,9 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		LeaderElectionID:              "meshca",
 		LeaderElectionNamespace:       o.namespace,
 		LeaderElectionReleaseOnCancel: true,
+		LeaseDuration:                 &o.leaseDuration,
+		RenewDeadline:                 &o.renewDeadline,
+		RetryPeriod:                   &o.retryPeriod,
 		HealthProbeBindAddress:        o.healthAddress,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
 		Cache:                         cacheOptions(o),

@@ -38,6 +38,9 @@ type Env struct {
 	Bin string
 
 	env *envtest.Environment
+	// certDir holds the API server's certificates; it outlives a restart
+	// of the API server (StopAPIServer, StartAPIServer).
+	certDir string
 }
 
 var (
@@ -113,7 +116,15 @@ func Start() (*Env, error) {
 		// A loaded 2-core machine needs more than envtest's default 20s.
 		os.Setenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT", "90s")
 	}
+	// A fixed certificate folder lets the API server restart with the same
+	// serving certificate, so clients keep trusting it (envtest makes a new
+	// one in a fresh random folder otherwise).
+	certDir, err := os.MkdirTemp("", "meshca-apiserver-")
+	if err != nil {
+		return nil, err
+	}
 	env := &envtest.Environment{
+		ControlPlane:          envtest.ControlPlane{APIServer: &envtest.APIServer{CertDir: certDir}},
 		BinaryAssetsDirectory: bin,
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd")},
 		ErrorIfCRDPathMissing: true,
@@ -121,9 +132,10 @@ func Start() (*Env, error) {
 	}
 	cfg, err := env.Start()
 	if err != nil {
+		os.RemoveAll(certDir)
 		return nil, fmt.Errorf("start control plane from %s: %w", bin, err)
 	}
-	e := &Env{Config: cfg, Bin: bin, env: env}
+	e := &Env{Config: cfg, Bin: bin, env: env, certDir: certDir}
 	if err := e.init(); err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -163,8 +175,29 @@ func (e *Env) Stop() error {
 	if e.Kubeconfig != "" {
 		os.RemoveAll(filepath.Dir(e.Kubeconfig))
 	}
-	return e.env.Stop()
+	err := e.env.Stop()
+	if e.certDir != "" {
+		os.RemoveAll(e.certDir)
+	}
+	return err
 }
+
+// StopAPIServer stops kube-apiserver alone, as in an outage of the API
+// server; etcd keeps running and StartAPIServer brings it back.
+func (e *Env) StopAPIServer() error {
+	return e.env.ControlPlane.APIServer.Stop()
+}
+
+// StartAPIServer starts kube-apiserver again on the same address with the
+// same certificates, so existing clients and kubeconfigs keep working.
+func (e *Env) StartAPIServer() error {
+	return e.env.ControlPlane.APIServer.Start()
+}
+
+// Run is Main without the exit: it runs the package's tests, stops the
+// control plane and returns the exit code, for a TestMain with its own
+// setup and teardown.
+func Run(m *testing.M) int { return run(m) }
 
 // Get returns the package's control plane, starting it on first use. It
 // fails the test when TestMain does not call Main or the control plane does
