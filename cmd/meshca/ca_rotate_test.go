@@ -16,7 +16,6 @@ import (
 	"github.com/meshca/meshca/rotator"
 )
 
-
 // conflictStore holds a state in memory and answers the first conflicts
 // saves with ErrConflict, as if another writer got there first.
 type conflictStore struct {
