@@ -92,6 +92,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 			KeyAlgorithm:          alg,
 			Cleanup:               controller.SecretCleanup(o.secretCleanup),
 			AllowCrossNamespace:   o.allowCrossNamespace,
+			Namespaces:            o.watchNamespaces,
 		},
 	}
 	if err := tls.SetupWithManager(ctx, mgr); err != nil {
