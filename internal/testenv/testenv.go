@@ -185,7 +185,14 @@ func (e *Env) Stop() error {
 // StopAPIServer stops kube-apiserver alone, as in an outage of the API
 // server; etcd keeps running and StartAPIServer brings it back.
 func (e *Env) StopAPIServer() error {
-	return e.env.ControlPlane.APIServer.Stop()
+	err := e.env.ControlPlane.APIServer.Stop()
+	if err != nil && strings.Contains(err.Error(), "timeout waiting for process") {
+		// kube-apiserver drains requests and watches on SIGTERM, which can
+		// outlast envtest's stop timeout on a loaded machine; envtest then
+		// SIGKILLs it, which is an outage all the same.
+		return nil
+	}
+	return err
 }
 
 // StartAPIServer starts kube-apiserver again on the same address with the
