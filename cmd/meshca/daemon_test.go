@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -198,28 +197,6 @@ func (d *daemon) metrics(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-// metricValue sums the samples of a metric whose line contains every
-// fragment (label matchers such as `rule="policy"`).
-func metricValue(text, name string, fragments ...string) float64 {
-	var sum float64
-lines:
-	for _, l := range strings.Split(text, "\n") {
-		if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
-			continue
-		}
-		for _, f := range fragments {
-			if !strings.Contains(l, f) {
-				continue lines
-			}
-		}
-		var v float64
-		if _, err := fmt.Sscan(l[strings.LastIndex(l, " ")+1:], &v); err == nil {
-			sum += v
-		}
-	}
-	return sum
 }
 
 func freePort(t *testing.T) int {
