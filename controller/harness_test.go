@@ -135,6 +135,9 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 	h := &harness{env: env, state: state, issuer: iss, metrics: NewMetrics(reg), reg: reg, trust: trust}
 	ctx, cancel := context.WithCancel(context.Background())
 	if !o.skipTLSContext {
+		if len(o.config.Namespaces) == 0 {
+			o.config.Namespaces = o.namespaces
+		}
 		h.rec = &TLSContextReconciler{
 			Client:   mgr.GetClient(),
 			Issuer:   iss,

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -89,6 +90,10 @@ type TLSContextConfig struct {
 	// AllowCrossNamespace writes name.namespace Secrets without the target
 	// namespace's consent label.
 	AllowCrossNamespace bool
+	// Namespaces meshca watches and writes (--watch-namespaces); empty
+	// means all. A Secret outside them is refused with an Event: the
+	// cache cannot read it, so trying would fail and retry forever.
+	Namespaces []string
 	// MaxConcurrentReconciles; 0 means 8.
 	MaxConcurrentReconciles int
 }
@@ -283,6 +288,12 @@ func (r *TLSContextReconciler) crossNamespaceAllowed(ctx context.Context, src cl
 			return false, nil
 		}
 		return false, err
+	}
+	if len(r.Config.Namespaces) > 0 && !slices.Contains(r.Config.Namespaces, ref.Namespace) {
+		r.Metrics.Rejected.WithLabelValues("cross-namespace").Inc()
+		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventCrossNamespace, "Validate",
+			"Secret %s: namespace %s is not one meshca watches (--watch-namespaces)", ref, ref.Namespace)
+		return false, nil
 	}
 	if r.Config.AllowCrossNamespace || ns.Labels[meta.LabelAcceptSecretsFrom] == src.GetNamespace() {
 		return true, nil

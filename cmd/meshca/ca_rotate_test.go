@@ -16,8 +16,6 @@ import (
 	"github.com/meshca/meshca/rotator"
 )
 
-func TestMain(m *testing.M) { testenv.Main(m) }
-
 // conflictStore holds a state in memory and answers the first conflicts
 // saves with ErrConflict, as if another writer got there first.
 type conflictStore struct {

@@ -59,6 +59,7 @@ type serveOptions struct {
 	leaseDuration        time.Duration
 	renewDeadline        time.Duration
 	retryPeriod          time.Duration
+	allowNewCA           bool
 	logFormat            string
 	logLevel             string
 }
@@ -93,6 +94,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a Lease holder that stops renewing keeps the Lease: after it dies, another replica takes over within this time (plus --leader-election-retry-period)")
 	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew the Lease before it gives up leading and exits; must be less than the lease duration")
 	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the Lease")
+	fs.BoolVar(&o.allowNewCA, "allow-new-ca", false, "create a new CA even though Secrets issued by a previous one (labelled app.kubernetes.io/managed-by=meshca) exist; without it meshca refuses to start when the CA Secret is gone but its certificates are not")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 }

@@ -38,10 +38,11 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	store := ca.SecretStore{Client: cs, Namespace: o.namespace}
 	// Every replica loads the CA; the first of several starting at once
 	// creates it and the others load the winner's. An unreadable CA Secret
-	// stops meshca here: it is never replaced.
-	state, err := store.LoadOrCreate(ctx, ca.Config{TrustDomain: o.trustDomain})
+	// stops meshca here: it is never replaced. A missing one is created
+	// only on a first start, not when certificates of a lost CA remain.
+	state, err := loadCA(ctx, store, cs, o)
 	if err != nil {
-		return fmt.Errorf("load CA from %s: %w", store, err)
+		return err
 	}
 	current := state.Get(ca.SlotCurrent)
 	log.Info("CA loaded", "secret", store.String(), "issuer", current.Fingerprint(),
@@ -98,6 +99,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 			KeyAlgorithm:          alg,
 			Cleanup:               controller.SecretCleanup(o.secretCleanup),
 			AllowCrossNamespace:   o.allowCrossNamespace,
+			Namespaces:            o.watchNamespaces,
 		},
 	}
 	if err := tls.SetupWithManager(ctx, mgr); err != nil {

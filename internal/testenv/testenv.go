@@ -38,6 +38,9 @@ type Env struct {
 	Bin string
 
 	env *envtest.Environment
+	// certDir holds the API server's certificates; it outlives a restart
+	// of the API server (StopAPIServer, StartAPIServer).
+	certDir string
 }
 
 var (
@@ -115,7 +118,15 @@ func Start() (*Env, error) {
 		// A loaded 2-core machine needs more than envtest's default 20s.
 		os.Setenv("KUBEBUILDER_CONTROLPLANE_START_TIMEOUT", "90s")
 	}
+	// A fixed certificate folder lets the API server restart with the same
+	// serving certificate, so clients keep trusting it (envtest makes a new
+	// one in a fresh random folder otherwise).
+	certDir, err := os.MkdirTemp("", "meshca-apiserver-")
+	if err != nil {
+		return nil, err
+	}
 	env := &envtest.Environment{
+		ControlPlane:          envtest.ControlPlane{APIServer: &envtest.APIServer{CertDir: certDir}},
 		BinaryAssetsDirectory: bin,
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd")},
 		ErrorIfCRDPathMissing: true,
@@ -128,9 +139,10 @@ func Start() (*Env, error) {
 	env.ControlPlane.GetAPIServer().Configure().Append("enable-admission-plugins", "OwnerReferencesPermissionEnforcement")
 	cfg, err := env.Start()
 	if err != nil {
+		os.RemoveAll(certDir)
 		return nil, fmt.Errorf("start control plane from %s: %w", bin, err)
 	}
-	e := &Env{Config: cfg, Bin: bin, env: env}
+	e := &Env{Config: cfg, Bin: bin, env: env, certDir: certDir}
 	if err := e.init(); err != nil {
 		_ = env.Stop()
 		return nil, err
@@ -170,7 +182,30 @@ func (e *Env) Stop() error {
 	if e.Kubeconfig != "" {
 		os.RemoveAll(filepath.Dir(e.Kubeconfig))
 	}
-	return e.env.Stop()
+	err := e.env.Stop()
+	if e.certDir != "" {
+		os.RemoveAll(e.certDir)
+	}
+	return err
+}
+
+// StopAPIServer stops kube-apiserver alone, as in an outage of the API
+// server; etcd keeps running and StartAPIServer brings it back.
+func (e *Env) StopAPIServer() error {
+	err := e.env.ControlPlane.APIServer.Stop()
+	if err != nil && strings.Contains(err.Error(), "timeout waiting for process") {
+		// kube-apiserver drains requests and watches on SIGTERM, which can
+		// outlast envtest's stop timeout on a loaded machine; envtest then
+		// SIGKILLs it, which is an outage all the same.
+		return nil
+	}
+	return err
+}
+
+// StartAPIServer starts kube-apiserver again on the same address with the
+// same certificates, so existing clients and kubeconfigs keep working.
+func (e *Env) StartAPIServer() error {
+	return e.env.ControlPlane.APIServer.Start()
 }
 
 // Get returns the package's control plane, starting it on first use. It
