@@ -5,6 +5,14 @@
 // certificate with the same gate as the local backend before returning it.
 //
 // It lives in its own package because smallstep's client pulls in much of
-// the step-ca server: only a binary that imports this package pays for it.
+// the step-ca server (its databases, cloud KMS and gRPC clients): only a
+// binary that imports this package pays for it. Measured with Go 1.26.8,
+// importing it makes cmd/meshca 53,568,408 bytes larger (53,822,645 ->
+// 107,391,053); the token code alone (cli-utils/token, go.step.sm/crypto/jose)
+// would add 143,670.
+//
+// The provisioner must carry X509Template; the package tests write a
+// complete ca.json that does.
+//
 // It must not talk to Kubernetes or decide when a certificate is renewed.
 package stepca
