@@ -2,12 +2,10 @@ package issuer
 
 import (
 	"context"
-	"crypto"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -226,9 +224,9 @@ func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
 		return nil, fmt.Errorf("issue %s certificate: certificate request: %w", req.Profile, err)
 	}
 	signed, err := sc.signer.Sign(signer.SignRequest{
-		Hosts:     hosts(req),
+		Hosts:     req.SANs(),
 		Request:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
-		Subject:   &signer.Subject{CN: commonName(req)},
+		Subject:   &signer.Subject{CN: req.CommonName()},
 		Profile:   string(req.Profile),
 		NotBefore: notBefore,
 		NotAfter:  notAfter,
@@ -244,7 +242,10 @@ func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
 	}
-	if err := check(leaf, key.Public(), req, sc, now, notBefore, notAfter); err != nil {
+	if err := CheckCertificate(leaf, Expected{
+		Request: req, PublicKey: key.Public(), Roots: sc.anchor, Intermediates: sc.below,
+		Now: now, NotBefore: notBefore, NotAfter: notAfter, MaxNotAfter: sc.notAfter,
+	}); err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
 	}
 	keyPEM, err := ca.MarshalPrivateKeyPEM(key)
@@ -264,131 +265,5 @@ func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
 
 // normalize fills defaults and rejects malformed requests.
 func (l *Local) normalize(req Request) (Request, error) {
-	if _, err := ParseProfile(string(req.Profile)); err != nil {
-		return req, err
-	}
-	if req.Duration < 0 {
-		return req, fmt.Errorf("%w: negative duration %s", ErrInvalidRequest, req.Duration)
-	}
-	if req.Duration == 0 {
-		req.Duration = l.cfg.DefaultDuration
-	}
-	if req.KeyAlgorithm == "" {
-		req.KeyAlgorithm = l.cfg.DefaultKeyAlgorithm
-	} else if _, err := ca.ParseKeyAlgorithm(string(req.KeyAlgorithm)); err != nil {
-		return req, fmt.Errorf("%w: %w", ErrInvalidRequest, err)
-	}
-	if req.Profile.needsSPIFFEID() && req.SPIFFEID == "" {
-		return req, fmt.Errorf("%w: profile %s needs a SPIFFE ID", ErrInvalidRequest, req.Profile)
-	}
-	if req.SPIFFEID == "" && len(req.DNSNames) == 0 && len(req.IPAddresses) == 0 && len(req.URIs) == 0 {
-		return req, fmt.Errorf("%w: no names", ErrInvalidRequest)
-	}
-	if len(req.DNSNames) > 0 {
-		dns := make([]string, 0, len(req.DNSNames))
-		seen := make(map[string]bool, len(req.DNSNames))
-		for _, n := range req.DNSNames {
-			n = strings.ToLower(strings.TrimSuffix(n, "."))
-			if !seen[n] {
-				seen[n] = true
-				dns = append(dns, n)
-			}
-		}
-		req.DNSNames = dns
-	}
-	return req, nil
-}
-
-// hosts are the SANs in cfssl's form; cfssl sorts them by their syntax
-// into IPs, URIs and DNS names, which check then compares with the request.
-func hosts(req Request) []string {
-	h := make([]string, 0, 1+len(req.DNSNames)+len(req.IPAddresses)+len(req.URIs))
-	if req.SPIFFEID != "" {
-		h = append(h, req.SPIFFEID)
-	}
-	h = append(h, req.DNSNames...)
-	for _, ip := range req.IPAddresses {
-		h = append(h, ip.String())
-	}
-	return append(h, req.URIs...)
-}
-
-// commonName is the first DNS name when it fits, else empty (the subject is
-// then empty and the SAN extension critical, as RFC 5280 asks).
-func commonName(req Request) string {
-	if len(req.DNSNames) > 0 && len(req.DNSNames[0]) <= 64 {
-		return req.DNSNames[0]
-	}
-	return ""
-}
-
-// check is the gate every signed certificate passes before it is returned:
-// it chains to the bundle, carries exactly the requested names and usages,
-// the generated key and the computed validity.
-func check(leaf *x509.Certificate, pub crypto.PublicKey, req Request, sc *signingCA, now, notBefore, notAfter time.Time) error {
-	// sc.anchor chains to the bundle (checked in SetCA); Verify checks the
-	// leaf's signature, the CA's name constraints, validity and usages.
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: sc.anchor, Intermediates: sc.below, CurrentTime: now, KeyUsages: req.Profile.ExtKeyUsages()}); err != nil {
-		return fmt.Errorf("does not chain to the trust bundle: %w", err)
-	}
-	type equaler interface{ Equal(crypto.PublicKey) bool }
-	if k, ok := pub.(equaler); !ok || !k.Equal(leaf.PublicKey) {
-		return errors.New("public key is not the generated key")
-	}
-	if leaf.IsCA || leaf.KeyUsage != x509.KeyUsageDigitalSignature {
-		return fmt.Errorf("wrong basic constraints or key usage (IsCA=%v, KeyUsage=%d)", leaf.IsCA, leaf.KeyUsage)
-	}
-	if !equalEKUs(leaf.ExtKeyUsage, req.Profile.ExtKeyUsages()) || len(leaf.UnknownExtKeyUsage) > 0 {
-		return fmt.Errorf("extended key usages %v, want %v", leaf.ExtKeyUsage, req.Profile.ExtKeyUsages())
-	}
-	if !leaf.NotBefore.Equal(notBefore) || !leaf.NotAfter.Equal(notAfter) || leaf.NotAfter.After(sc.notAfter) {
-		return fmt.Errorf("validity %s to %s, want %s to %s", leaf.NotBefore, leaf.NotAfter, notBefore, notAfter)
-	}
-	if !equalStrings(leaf.DNSNames, req.DNSNames) {
-		return fmt.Errorf("DNS names %v, want %v", leaf.DNSNames, req.DNSNames)
-	}
-	if len(leaf.IPAddresses) != len(req.IPAddresses) || len(leaf.EmailAddresses) != 0 {
-		return fmt.Errorf("IP addresses %v, want %v", leaf.IPAddresses, req.IPAddresses)
-	}
-	for i, ip := range leaf.IPAddresses {
-		if !ip.Equal(req.IPAddresses[i]) {
-			return fmt.Errorf("IP addresses %v, want %v", leaf.IPAddresses, req.IPAddresses)
-		}
-	}
-	uris := make([]string, len(leaf.URIs))
-	for i, u := range leaf.URIs {
-		uris[i] = u.String()
-	}
-	want := req.URIs
-	if req.SPIFFEID != "" {
-		want = append([]string{req.SPIFFEID}, req.URIs...)
-	}
-	if !equalStrings(uris, want) {
-		return fmt.Errorf("URIs %v, want %v", uris, want)
-	}
-	return nil
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
-}
-
-func equalEKUs(a, b []x509.ExtKeyUsage) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
+	return req.Normalize(l.cfg.DefaultDuration, l.cfg.DefaultKeyAlgorithm)
 }
