@@ -150,7 +150,9 @@ func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot)
 		return keptCert{}, err
 	}
 	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
-	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, b.CAPEM, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
+	// ca.crt always comes from Trust, the one source of the bundle: the
+	// issuer's CAPEM may run ahead of or behind it during a CA change.
+	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, trust.pem, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
 	if _, err := k.secrets.apply(ctx, existing, d); err != nil {
 		k.metrics.Failures.WithLabelValues(string(w.Profile), "write").Inc()
 		return keptCert{}, err

@@ -106,7 +106,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, rotator.Policy{}, b.Leaf.SerialNumber.Bytes())
 	want := desiredSecret{
 		ref: ref, typ: corev1.SecretTypeTLS,
-		data: map[string][]byte{corev1.TLSCertKey: b.CertificatePEM, corev1.TLSPrivateKeyKey: b.PrivateKeyPEM, corev1.ServiceAccountRootCAKey: b.CAPEM},
+		data: map[string][]byte{corev1.TLSCertKey: b.CertificatePEM, corev1.TLSPrivateKeyKey: b.PrivateKeyPEM, corev1.ServiceAccountRootCAKey: trust.pem},
 		annotations: map[string]string{
 			meta.AnnotationSerial:   serialHex(b.Leaf),
 			meta.AnnotationNotAfter: b.Leaf.NotAfter.UTC().Format(time.RFC3339),

@@ -138,13 +138,15 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		Log:    log.With("component", "ca-rotator"),
 		OnChange: func(ctx context.Context, st *ca.State) error {
 			live.Store(st)
+			// The bundle first: a new CA is trusted before anything it
+			// signs can appear.
+			if err := trust.Set(st.Bundle()); err != nil {
+				return err
+			}
 			if err := iss.SetCA(st); err != nil {
 				return err
 			}
 			if err := hooks.setCA(st); err != nil {
-				return err
-			}
-			if err := trust.Set(st.Bundle()); err != nil {
 				return err
 			}
 			hooks.bundleChanged()
