@@ -11,6 +11,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,11 +28,32 @@ import (
 	"k8s.io/client-go/dynamic"
 )
 
+// meshca's listening addresses, picked free at each start: the machine is
+// shared, so fixed ports may be taken.
+var (
+	metricsAddr, healthAddr string
+	webhookPort             int
+)
+
+// freePorts returns n distinct TCP ports on 127.0.0.1 that were free a
+// moment ago (all held open together, so none is handed out twice).
+func freePorts(n int) []int {
+	var ports []int
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			continue
+		}
+		defer l.Close()
+		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
+	}
+	return ports
+}
+
+func freePort() int { return freePorts(1)[0] }
+
 const (
 	meshcaNamespace = "meshca-system"
-	metricsAddr     = "127.0.0.1:18080"
-	healthAddr      = "127.0.0.1:18081"
-	webhookPort     = 19443
 	// createWorkers is how many objects the harness creates at once.
 	createWorkers = 16
 )
@@ -87,6 +109,10 @@ func (b *bench) ensureNamespace(ctx context.Context, name string, labels map[str
 // startMeshca runs the meshca binary against the control plane and waits
 // until /readyz answers.
 func (b *bench) startMeshca(ctx context.Context, tag string, extra ...string) (*proc, error) {
+	ports := freePorts(3)
+	metricsAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
+	healthAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
+	webhookPort = ports[2]
 	args := []string{"serve",
 		"--kubeconfig", b.env.Kubeconfig,
 		"--namespace", meshcaNamespace,
@@ -198,7 +224,7 @@ func (b *bench) apiRequests(ctx context.Context) (float64, error) {
 	if err != nil {
 		return 0, err
 	}
-	nonResource, err := sumMetric(bytes.NewReader(raw), "apiserver_request_total", `resource=""`)
+	nonResource, err := sumMetric(bytes.NewReader(raw), "apiserver_request_total", `,resource=""`)
 	return all - nonResource, err
 }
 

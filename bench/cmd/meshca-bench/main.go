@@ -77,6 +77,8 @@ func main() {
 	flag.IntVar(&o.cmN, "cm-n", 1000, "objects per daemon in the cert-manager side-by-side")
 	flag.DurationVar(&o.cmTimeout, "cm-timeout", 4*time.Minute, "cap on one daemon's time to all-ready in the side-by-side (a capped figure is a lower bound)")
 	flag.StringVar(&o.phases, "phases", "ready,certmanager,webhook,renewal,memory", "phases to run, comma-separated")
+	var skipped string
+	flag.StringVar(&skipped, "skipped", "", "sizes left out of this run and why, ';'-separated, recorded in the results")
 	flag.Parse()
 	o.readyN, o.renewN = ints(readyN), ints(renewN)
 	o.floorRuns = o.readyRuns
@@ -107,11 +109,20 @@ func run(o options) error {
 	if err := os.MkdirAll(o.workDir, 0o755); err != nil {
 		return err
 	}
+	var skipped string
+	if f := flag.Lookup("skipped"); f != nil {
+		skipped = f.Value.String()
+	}
 	res := &Results{
 		Date:     time.Now().UTC().Format(time.RFC3339),
 		Machine:  machine(),
 		Versions: map[string]string{"go": runtime.Version(), "kube-apiserver": testenv.KubeVersion},
 		Config:   map[string]string{"args": strings.Join(os.Args[1:], " ")},
+	}
+	for _, sk := range strings.Split(skipped, ";") {
+		if sk = strings.TrimSpace(sk); sk != "" {
+			res.Skipped = append(res.Skipped, sk)
+		}
 	}
 	if o.gobench != "" {
 		if err := foldGoBench(res, o.gobench); err != nil {

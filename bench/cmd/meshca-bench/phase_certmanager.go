@@ -42,9 +42,11 @@ func (b *bench) phaseCertManager(ctx context.Context) error {
 		b.res.Skipped = append(b.res.Skipped, "cert-manager side by side (no -cert-manager folder)")
 		return nil
 	}
+	t := time.Now()
 	if _, err := envtest.InstallCRDs(b.cfg, envtest.CRDInstallOptions{Paths: []string{filepath.Join(b.o.certManager, "crds")}, ErrorIfPathMissing: true}); err != nil {
 		return fmt.Errorf("install cert-manager CRDs: %w", err)
 	}
+	log.Printf("cert-manager CRDs installed in %s", time.Since(t).Round(time.Second))
 	if err := b.ensureNamespace(ctx, "cert-manager", nil); err != nil {
 		return err
 	}
@@ -98,7 +100,7 @@ func (b *bench) certManagerReady(ctx context.Context, ns string, n int, lim limi
 		return readyRun{}, err
 	}
 	args := append([]string{"--kubeconfig", b.env.Kubeconfig, "--leader-elect=false",
-		"--cluster-resource-namespace=cert-manager", "--metrics-listen-address=127.0.0.1:19402"}, lim.args...)
+		"--cluster-resource-namespace=cert-manager", fmt.Sprintf("--metrics-listen-address=127.0.0.1:%d", freePort())}, lim.args...)
 	p, err := startProc("cert-manager", filepath.Join(b.o.certManager, "controller"), filepath.Join(b.o.workDir, "cert-manager-"+ns+".log"), args...)
 	if err != nil {
 		return readyRun{}, err

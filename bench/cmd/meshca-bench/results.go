@@ -47,7 +47,13 @@ type Results struct {
 	Elapsed  string            `json:"elapsed"`
 }
 
+// add records values under name; a name seen before gets them appended.
 func (r *Results) add(section, name, unit string, values ...float64) *Figure {
+	if f := r.figure(name); f != nil {
+		f.Values = append(f.Values, values...)
+		f.summarise()
+		return f
+	}
 	f := &Figure{Section: section, Name: name, Unit: unit, Values: values}
 	f.summarise()
 	r.Figures = append(r.Figures, f)
