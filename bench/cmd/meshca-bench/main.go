@@ -21,8 +21,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshca/meshca/internal/testenv"
 )
@@ -77,12 +79,21 @@ func main() {
 	flag.IntVar(&o.cmN, "cm-n", 1000, "objects per daemon in the cert-manager side-by-side")
 	flag.DurationVar(&o.cmTimeout, "cm-timeout", 4*time.Minute, "cap on one daemon's time to all-ready in the side-by-side (a capped figure is a lower bound)")
 	flag.StringVar(&o.phases, "phases", "ready,certmanager,webhook,renewal,memory", "phases to run, comma-separated")
+	render := flag.String("render", "", "only print the table (text and Markdown) of an earlier JSON results file")
 	var skipped string
 	flag.StringVar(&skipped, "skipped", "", "sizes left out of this run and why, ';'-separated, recorded in the results")
 	flag.Parse()
 	o.readyN, o.renewN = ints(readyN), ints(renewN)
 	o.floorRuns = o.readyRuns
 	log.SetFlags(log.Ltime)
+	// envtest logs through controller-runtime; its messages are not results.
+	ctrllog.SetLogger(logr.Discard())
+	if *render != "" {
+		if err := renderFile(*render); err != nil {
+			log.Fatal(err)
+		}
+		return
+	}
 	if err := run(o); err != nil {
 		log.Fatal(err)
 	}
@@ -191,4 +202,19 @@ func goals() []*Goal {
 		{Figure: "peak RSS, 1000 managed", Op: "<=", Target: 64, Text: "under 64 MiB at 1,000 managed"},
 		{Figure: "webhook p99 direct", Op: "<=", Target: 5, Text: "webhook p99 under 5 ms direct"},
 	}
+}
+
+func renderFile(path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return err
+	}
+	res.print(os.Stdout)
+	fmt.Println()
+	res.markdown(os.Stdout)
+	return nil
 }

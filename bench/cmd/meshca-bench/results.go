@@ -154,3 +154,24 @@ func (r *Results) print(w io.Writer) {
 }
 
 func secs(d time.Duration) float64 { return d.Seconds() }
+
+// markdown writes the table as Markdown, for bench/RESULTS.md.
+func (r *Results) markdown(w io.Writer) {
+	goals := map[string]*Goal{}
+	for _, g := range r.Goals {
+		goals[g.Figure] = g
+	}
+	fmt.Fprintln(w, "| section | measure | median | spread (min-max) | runs | unit | goal |")
+	fmt.Fprintln(w, "|---|---|---:|---:|---:|---|---|")
+	for _, f := range r.Figures {
+		med := fmtNum(f.Median)
+		if f.LowerBound {
+			med = "> " + med
+		}
+		goal := ""
+		if g := goals[f.Name]; g != nil && g.Met != nil {
+			goal = fmt.Sprintf("%s %s **%s**", g.Op, fmtNum(g.Target), map[bool]string{true: "met", false: "missed"}[*g.Met])
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s-%s | %d | %s | %s |\n", f.Section, f.Name, med, fmtNum(f.Min), fmtNum(f.Max), len(f.Values), f.Unit, goal)
+	}
+}
