@@ -48,8 +48,21 @@ unit: ## Only the tests that need no control plane (-short).
 run: ## Local control plane + meshca (with the chart's RBAC) + examples + a real mTLS check; until Ctrl-C (RUN_ONCE=1: exit after the check).
 	@RUN_ONCE=$(RUN_ONCE) hack/run.sh
 
-bench: build kube ## Go benchmarks and the load harness; prints one summary table.
-	go test -run '^$$' -bench . -benchmem -count 5 ./issuer/... ./webhook/...
+# The harness's sizes fit the 20-minute budget on 2 shared cores; see
+# bench/RESULTS.md for what was left out and why.
+BENCH_COUNT ?= 5
+BENCH_FLAGS ?= -ready-n 100,1000 -ready-runs 3 -cm-n 1000 -cm-timeout 150s -renew-n 1000 -renew-rated-max 1000 \
+	-mem-unrelated 20000 -mem-runs 3 -webhook-rate 100 -webhook-seconds 5 -webhook-runs 3 \
+	-skipped "renewal at N=10000: preparing 10,000 short-lived certificates and renewing them takes about 10 minutes on 2 shared cores, beyond the budget; memory at 10,000 managed rides on that run"
+
+bench: build kube ## Go benchmarks and the load harness (local control plane, cert-manager peer); prints one summary table.
+	@mkdir -p bench/out
+	@cm=$$(hack/build-certmanager.sh); \
+	go build -o bin/meshca-bench ./bench/cmd/meshca-bench; \
+	go test -run '^$$' -bench '^BenchmarkIssue$$' -benchtime 0.5s -count $(BENCH_COUNT) ./issuer | tee bench/out/gobench.txt; \
+	go test -run '^$$' -bench '^BenchmarkServeHTTP$$' -benchmem -count $(BENCH_COUNT) ./webhook | tee -a bench/out/gobench.txt; \
+	bin/meshca-bench -meshca bin/meshca -cert-manager "$$cm" -gobench bench/out/gobench.txt \
+		-out bench/out/results.json -work bench/out $(BENCH_FLAGS) 2>&1 | tee bench/out/harness.log
 
 fuzz: ## Run every fuzz target for FUZZTIME each.
 	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -ho '^func Fuzz[A-Za-z0-9_]*' | sort -u | sed 's/func //'); do \
