@@ -102,7 +102,7 @@ func (b *bench) phaseReady(ctx context.Context) error {
 				return err
 			}
 			if r.Capped {
-				return fmt.Errorf("N=%d: only %d of %d Secrets ready in 5m", n, r.Ready, n)
+				return fmt.Errorf("time to ready with N=%d: only %d of %d Secrets ready in 5m", n, r.Ready, n)
 			}
 			log.Printf("ready N=%d run %d: meshca %s (p50 %s p99 %s, peak RSS %d MiB), API write floor %s",
 				n, run, r.Total.Round(time.Millisecond), r.P50.Round(time.Millisecond), r.P99.Round(time.Millisecond), r.PeakRSS>>20, fl.Round(time.Millisecond))
