@@ -52,9 +52,11 @@ func loadCA(ctx context.Context, store ca.SecretStore, cs kubernetes.Interface, 
 // managedSecrets names up to a few Secrets meshca wrote, other than the CA
 // Secret itself, in the namespaces meshca works in.
 func managedSecrets(ctx context.Context, cs kubernetes.Interface, o *serveOptions, store ca.SecretStore) ([]string, error) {
+	// With --watch-namespaces meshca may list Secrets only there (the
+	// chart's RBAC names the two Secrets of its own namespace one by one).
 	namespaces := []string{metav1.NamespaceAll}
 	if len(o.watchNamespaces) > 0 {
-		namespaces = append([]string{o.namespace}, o.watchNamespaces...)
+		namespaces = o.watchNamespaces
 	}
 	const max = 5
 	var out []string
@@ -69,7 +71,10 @@ func managedSecrets(ctx context.Context, cs kubernetes.Interface, o *serveOption
 		}
 		for _, s := range list.Items {
 			key := s.Namespace + "/" + s.Name
-			if seen[key] || (s.Namespace == store.Namespace && s.Name == storeName(store)) {
+			// The CA Secret and meshca's own serving certificate are not
+			// certificates a lost CA leaves behind for others to trust.
+			own := s.Namespace == store.Namespace && (s.Name == storeName(store) || s.Name == o.webhookSecret)
+			if seen[key] || own {
 				continue
 			}
 			seen[key] = true
