@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meshca/meshca/internal/testenv"
+	"github.com/meshca/meshca/internal/testpki"
 )
 
 var (
@@ -93,7 +93,7 @@ func daemonArgs(t *testing.T, env *testenv.Env, ns string) []string {
 		"--kubeconfig", env.Kubeconfig,
 		"--namespace", ns,
 		"--webhook-names", "127.0.0.1",
-		"--webhook-port", fmt.Sprint(freePort(t)),
+		"--webhook-port", fmt.Sprint(testpki.FreePort(t)),
 		"--webhook-configuration", "meshca-" + ns,
 		"--health-address", "0",
 		"--log-format", "json",
@@ -106,7 +106,7 @@ func daemonArgs(t *testing.T, env *testenv.Env, ns string) []string {
 func startDaemon(t *testing.T, env *testenv.Env, ns string, extra ...string) *daemon {
 	t.Helper()
 	d := &daemon{log: &syncBuffer{}, done: make(chan struct{})}
-	d.metricsAddr = fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	d.metricsAddr = fmt.Sprintf("127.0.0.1:%d", testpki.FreePort(t))
 	args := append(daemonArgs(t, env, ns), "--metrics-address", d.metricsAddr, "--watch-namespaces", ns)
 	args = append(args, extra...)
 	d.cmd = exec.Command(meshcaBinary(t), args...)
@@ -197,16 +197,6 @@ func (d *daemon) metrics(t *testing.T) string {
 		t.Fatal(err)
 	}
 	return string(b)
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 func eventually(t *testing.T, timeout time.Duration, what string, cond func() bool) {

@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -146,28 +145,12 @@ func genName(ns string, gen int) string { return fmt.Sprintf("gen-%d.%s.svc", ge
 // generation gen, so each needs a new certificate.
 func setGeneration(t *testing.T, env *testenv.Env, ns, prefix string, n, gen int) {
 	t.Helper()
-	var wg sync.WaitGroup
-	errs := make(chan error, n)
-	sem := make(chan struct{}, 16)
-	for i := range n {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			u := &unstructured.Unstructured{}
-			u.SetGroupVersionKind(tlsContextGVK)
-			u.SetNamespace(ns)
-			u.SetName(fmt.Sprintf("%s-%d", prefix, i))
-			patch := fmt.Sprintf(`{"metadata":{"annotations":{"meshca.io/dns-names":%q}}}`, genName(ns, gen))
-			if err := env.Client.Patch(context.Background(), u, client.RawPatch(types.MergePatchType, []byte(patch))); err != nil {
-				errs <- err
-			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatalf("patch TLSContext: %v", err)
-	}
+	inParallel(t, n, "patch TLSContext", func(i int) error {
+		u := &unstructured.Unstructured{}
+		u.SetGroupVersionKind(tlsContextGVK)
+		u.SetNamespace(ns)
+		u.SetName(fmt.Sprintf("%s-%d", prefix, i))
+		patch := fmt.Sprintf(`{"metadata":{"annotations":{"meshca.io/dns-names":%q}}}`, genName(ns, gen))
+		return env.Client.Patch(context.Background(), u, client.RawPatch(types.MergePatchType, []byte(patch)))
+	})
 }

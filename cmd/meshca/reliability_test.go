@@ -170,6 +170,27 @@ func TestServeRestoresDeletedCA(t *testing.T) {
 // Secrets are <prefix>-<i>-certs.
 func createTLSContexts(t *testing.T, env *testenv.Env, ns, prefix string, n int, ann map[string]string) {
 	t.Helper()
+	inParallel(t, n, "create TLSContext", func(i int) error {
+		u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
+			"hosts":  []any{fmt.Sprintf("%s-%d.%s.svc", prefix, i, ns)},
+			"secret": fmt.Sprintf("%s-%d-certs", prefix, i),
+		}}}
+		u.SetGroupVersionKind(tlsContextGVK)
+		u.SetNamespace(ns)
+		u.SetName(fmt.Sprintf("%s-%d", prefix, i))
+		a := map[string]string{"meshca.io/issue": "true"}
+		for k, v := range ann {
+			a[k] = v
+		}
+		u.SetAnnotations(a)
+		return env.Client.Create(context.Background(), u)
+	})
+}
+
+// inParallel runs do(0..n-1) with at most 16 at a time and fails the test
+// with the first error if any call fails.
+func inParallel(t *testing.T, n int, what string, do func(i int) error) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	sem := make(chan struct{}, 16)
@@ -179,19 +200,7 @@ func createTLSContexts(t *testing.T, env *testenv.Env, ns, prefix string, n int,
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			u := &unstructured.Unstructured{Object: map[string]any{"spec": map[string]any{
-				"hosts":  []any{fmt.Sprintf("%s-%d.%s.svc", prefix, i, ns)},
-				"secret": fmt.Sprintf("%s-%d-certs", prefix, i),
-			}}}
-			u.SetGroupVersionKind(tlsContextGVK)
-			u.SetNamespace(ns)
-			u.SetName(fmt.Sprintf("%s-%d", prefix, i))
-			a := map[string]string{"meshca.io/issue": "true"}
-			for k, v := range ann {
-				a[k] = v
-			}
-			u.SetAnnotations(a)
-			if err := env.Client.Create(context.Background(), u); err != nil {
+			if err := do(i); err != nil {
 				errs <- err
 			}
 		}()
@@ -199,7 +208,7 @@ func createTLSContexts(t *testing.T, env *testenv.Env, ns, prefix string, n int,
 	wg.Wait()
 	close(errs)
 	for err := range errs {
-		t.Fatalf("create TLSContext: %v", err)
+		t.Fatalf("%s: %v", what, err)
 	}
 }
 

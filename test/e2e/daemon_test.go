@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meshca/meshca/internal/testpki"
 )
 
 // daemon is one `meshca serve` process.
@@ -52,17 +53,6 @@ func (b *lockedBuffer) String() string {
 	return b.buf.String()
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // withFlags returns args with every flag named in overrides (--name=value)
 // replaced by the override: pflag appends to list flags given twice, so
 // appending alone would not replace --webhook-names.
@@ -89,9 +79,9 @@ func startDaemon(t *testing.T, name string, args []string) *daemon {
 	d := &daemon{
 		name:        name,
 		logs:        &lockedBuffer{},
-		webhookPort: freePort(t),
-		metricsAddr: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		healthAddr:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		webhookPort: testpki.FreePort(t),
+		metricsAddr: fmt.Sprintf("127.0.0.1:%d", testpki.FreePort(t)),
+		healthAddr:  fmt.Sprintf("127.0.0.1:%d", testpki.FreePort(t)),
 		exited:      make(chan struct{}),
 	}
 	args = withFlags(args,
