@@ -16,7 +16,7 @@ import (
 )
 
 // BenchmarkIssue compares, per key algorithm, a full issuance (policy, key,
-// cfssl signing, post-sign check, PEM) with the floor: key generation and
+// signing, post-sign check, PEM) with the floor: key generation and
 // x509.CreateCertificate with no framework around it. Compare them with
 //
 //	go test -run '^$' -bench . -benchtime 2s ./issuer

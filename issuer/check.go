@@ -34,12 +34,25 @@ type Expected struct {
 // requested names and usages and the expected validity, and is no CA. The
 // error says what differs; callers wrap it with ErrCheckFailed.
 func CheckCertificate(leaf *x509.Certificate, e Expected) error {
-	req := e.Request
-	// Verify checks the leaf's signature, the CA's name constraints,
-	// validity and usages.
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: e.Roots, Intermediates: e.Intermediates, CurrentTime: e.Now, KeyUsages: req.Profile.ExtKeyUsages()}); err != nil {
+	if err := verifyChain(leaf, e); err != nil {
+		return err
+	}
+	return checkContents(leaf, e)
+}
+
+// verifyChain checks the leaf's signature, the CA's name constraints,
+// validity and usages up to e.Roots.
+func verifyChain(leaf *x509.Certificate, e Expected) error {
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: e.Roots, Intermediates: e.Intermediates, CurrentTime: e.Now, KeyUsages: e.Request.Profile.ExtKeyUsages()}); err != nil {
 		return fmt.Errorf("does not chain to the trust bundle: %w", err)
 	}
+	return nil
+}
+
+// checkContents compares everything but the chain: key, usages, validity
+// and names.
+func checkContents(leaf *x509.Certificate, e Expected) error {
+	req := e.Request
 	type equaler interface{ Equal(crypto.PublicKey) bool }
 	if k, ok := e.PublicKey.(equaler); !ok || !k.Equal(leaf.PublicKey) {
 		return errors.New("public key is not the generated key")

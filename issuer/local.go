@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -9,20 +10,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cloudflare/cfssl/config"
-	cfsslog "github.com/cloudflare/cfssl/log"
-	"github.com/cloudflare/cfssl/signer"
-	"github.com/cloudflare/cfssl/signer/local"
 	"k8s.io/utils/clock"
 
 	"github.com/meshca/meshca/ca"
 )
-
-func init() {
-	// cfssl logs every signature at info level on stderr through its own
-	// package logger; meshca reports issuance itself.
-	cfsslog.Level = cfsslog.LevelWarning
-}
 
 // Defaults of LocalConfig.
 const (
@@ -58,7 +49,9 @@ type LocalConfig struct {
 	DefaultKeyAlgorithm ca.KeyAlgorithm
 }
 
-// Local signs with meshca's own CA through cfssl's local signer. It is safe
+// Local signs with meshca's own CA: one key generation and one
+// x509.CreateCertificate per certificate (see docs/design.md, "Issuance
+// without cfssl", for why not cfssl's CSR-based local signer). It is safe
 // for concurrent use, and its CA can be swapped at run time with SetCA.
 type Local struct {
 	cfg     LocalConfig
@@ -69,10 +62,11 @@ type Local struct {
 // the hot path neither parses nor re-verifies the CA.
 type signingCA struct {
 	ca          *ca.CA
-	signer      *local.Signer
-	roots       *x509.CertPool // the trust bundle
-	anchor      *x509.CertPool // the top of the chain, verified against roots once
-	below       *x509.CertPool // the chain under the anchor (empty for two levels)
+	constraints *nameConstraints
+	profileErr  map[Profile]error // why the chain cannot issue a profile
+	roots       *x509.CertPool    // the trust bundle
+	anchor      *x509.CertPool    // the top of the chain, verified against roots once
+	below       *x509.CertPool    // the chain under the anchor (empty for two levels)
 	chainPEM    []byte
 	bundlePEM   []byte
 	fingerprint string
@@ -118,13 +112,10 @@ func (l *Local) SetCA(st *ca.State) error {
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("set CA: %w", err)
 	}
-	s, err := local.NewSigner(c.IntermediateKey, c.Intermediate, signer.DefaultSigAlgo(c.IntermediateKey), signingPolicy(l.cfg.DefaultDuration))
-	if err != nil {
-		return fmt.Errorf("set CA: cfssl signer: %w", err)
-	}
 	sc := &signingCA{
 		ca:          c,
-		signer:      s,
+		constraints: gatherConstraints(append([]*x509.Certificate{c.Root}, c.Chain...)),
+		profileErr:  map[Profile]error{},
 		roots:       x509.NewCertPool(),
 		anchor:      x509.NewCertPool(),
 		below:       x509.NewCertPool(),
@@ -162,26 +153,17 @@ func (l *Local) SetCA(st *ca.State) error {
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return fmt.Errorf("set CA: %w: signing certificate does not chain to the trust bundle: %w", ca.ErrInvalidCA, err)
 	}
-	l.current.Store(sc)
-	return nil
-}
-
-// signingPolicy is the cfssl signing configuration: one profile per meshca
-// profile. Only the public key is taken from the CSR; names, subject and
-// validity come from the checked request.
-func signingPolicy(expiry time.Duration) *config.Signing {
-	profiles := map[string]*config.SigningProfile{}
+	// Extended key usages nest down a chain: a signing certificate limited
+	// to serverAuth cannot vouch for clientAuth. Which profiles this chain
+	// can issue is decided here, once.
 	for _, p := range Profiles {
-		profiles[string(p)] = &config.SigningProfile{
-			Usage:        p.cfsslUsages(),
-			Expiry:       expiry,
-			CSRWhitelist: &config.CSRWhitelist{PublicKey: true, PublicKeyAlgorithm: true},
+		if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: sc.roots, Intermediates: chain, CurrentTime: sc.notBefore,
+			KeyUsages: p.ExtKeyUsages()}); err != nil {
+			sc.profileErr[p] = fmt.Errorf("the signing chain does not allow the usages of profile %s: %w", p, err)
 		}
 	}
-	return &config.Signing{
-		Profiles: profiles,
-		Default:  &config.SigningProfile{Usage: []string{"digital signature"}, Expiry: expiry},
-	}
+	l.current.Store(sc)
+	return nil
 }
 
 // Issue checks req against the policy, generates a key, signs a certificate
@@ -215,39 +197,39 @@ func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
 		return nil, fmt.Errorf("issue %s certificate: %w (valid %s to %s)", req.Profile, ErrCAExpired, sc.notBefore, sc.notAfter)
 	}
 
+	if err := sc.profileErr[req.Profile]; err != nil {
+		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
+	}
+	tmpl, err := template(req, notBefore, notAfter)
+	if err != nil {
+		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
+	}
 	key, err := ca.GenerateKey(req.KeyAlgorithm)
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
 	}
-	csr, err := newCertificateRequest(key)
-	if err != nil {
-		return nil, fmt.Errorf("issue %s certificate: certificate request: %w", req.Profile, err)
+	if tmpl.SubjectKeyId, err = subjectKeyID(key.Public()); err != nil {
+		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
 	}
-	signed, err := sc.signer.Sign(signer.SignRequest{
-		Hosts:     req.SANs(),
-		Request:   string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csr})),
-		Subject:   &signer.Subject{CN: req.CommonName()},
-		Profile:   string(req.Profile),
-		NotBefore: notBefore,
-		NotAfter:  notAfter,
-	})
+	// CreateCertificate refuses a signing key that does not match the
+	// intermediate's public key, and verifies the signature it made with
+	// that key before returning: with the intermediate verified against the
+	// bundle in SetCA, the new leaf chains to the bundle by construction.
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, sc.ca.Intermediate, key.Public(), sc.ca.IntermediateKey)
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: sign: %w", req.Profile, err)
 	}
-	block, _ := pem.Decode(signed)
-	if block == nil {
-		return nil, fmt.Errorf("issue %s certificate: %w: signer returned no PEM", req.Profile, ErrCheckFailed)
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
+	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
 	}
-	if err := CheckCertificate(leaf, Expected{
+	if err := sc.check(leaf, Expected{
 		Request: req, PublicKey: key.Public(), Roots: sc.anchor, Intermediates: sc.below,
 		Now: now, NotBefore: notBefore, NotAfter: notAfter, MaxNotAfter: sc.notAfter,
 	}); err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
 	}
+	signed := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM, err := ca.MarshalPrivateKeyPEM(key)
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)

@@ -52,14 +52,6 @@ func (p Profile) ExtKeyUsages() []x509.ExtKeyUsage {
 	return []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 }
 
-// cfsslUsages names ExtKeyUsages the way cfssl's signing profiles do.
-func (p Profile) cfsslUsages() []string {
-	if p == ProfileServing {
-		return []string{"digital signature", "server auth"}
-	}
-	return []string{"digital signature", "server auth", "client auth"}
-}
-
 func (p Profile) needsSPIFFEID() bool { return p == ProfileWorkload || p == ProfileGateway }
 
 // Request asks for one certificate.

@@ -50,8 +50,8 @@ func (req Request) Normalize(defaultDuration time.Duration, defaultKeyAlgorithm 
 }
 
 // SANs returns every subject alternative name of the request as a string:
-// the SPIFFE ID first, then DNS names, IP addresses and further URIs. Both
-// cfssl and step-ca sort such a list into DNS, IP and URI SANs by syntax;
+// the SPIFFE ID first, then DNS names, IP addresses and further URIs.
+// step-ca sorts such a list into DNS, IP and URI SANs by syntax;
 // CheckCertificate compares the result with the request.
 func (req Request) SANs() []string {
 	h := make([]string, 0, 1+len(req.DNSNames)+len(req.IPAddresses)+len(req.URIs))

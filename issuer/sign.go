@@ -1,0 +1,124 @@
+package issuer
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/meshca/meshca/ca"
+)
+
+// template is the certificate a normalized, policy-checked request asks
+// for: the profile fixes the usages, the request the names and validity.
+// The serial is 127 random bits; the subject is the first DNS name when it
+// fits a CommonName, else empty (crypto/x509 then marks the SAN extension
+// critical, as RFC 5280 asks).
+func template(req Request, notBefore, notAfter time.Time) (*x509.Certificate, error) {
+	serial, err := ca.NewSerial()
+	if err != nil {
+		return nil, err
+	}
+	t := &x509.Certificate{
+		SerialNumber:          serial,
+		NotBefore:             notBefore,
+		NotAfter:              notAfter,
+		KeyUsage:              x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:           req.Profile.ExtKeyUsages(),
+		BasicConstraintsValid: true,
+		DNSNames:              req.DNSNames,
+		IPAddresses:           req.IPAddresses,
+	}
+	if cn := req.CommonName(); cn != "" {
+		t.Subject = pkix.Name{CommonName: cn}
+	}
+	uris := req.URIs
+	if req.SPIFFEID != "" {
+		uris = append([]string{req.SPIFFEID}, req.URIs...)
+	}
+	for _, s := range uris {
+		u, err := url.Parse(s)
+		if err != nil {
+			return nil, fmt.Errorf("%w: URI %q: %w", ErrInvalidRequest, s, err)
+		}
+		t.URIs = append(t.URIs, u)
+	}
+	return t, nil
+}
+
+// subjectKeyID is the leftmost 160 bits of the SHA-256 of the
+// subjectPublicKey bits (RFC 7093 section 2, method 1), the method
+// crypto/x509 uses for the CA certificates it creates. The bits are taken
+// from the key directly for the algorithms meshca generates; anything else
+// goes through the PKIX encoding.
+func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
+	var bits []byte
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		e, err := k.ECDH()
+		if err != nil {
+			return nil, fmt.Errorf("subject key identifier: %w", err)
+		}
+		bits = e.Bytes()
+	case ed25519.PublicKey:
+		bits = k
+	case *rsa.PublicKey:
+		bits = x509.MarshalPKCS1PublicKey(k)
+	default:
+		der, err := x509.MarshalPKIXPublicKey(pub)
+		if err != nil {
+			return nil, fmt.Errorf("subject key identifier: %w", err)
+		}
+		var spki struct {
+			Algorithm pkix.AlgorithmIdentifier
+			PublicKey asn1.BitString
+		}
+		if _, err := asn1.Unmarshal(der, &spki); err != nil {
+			return nil, fmt.Errorf("subject key identifier: %w", err)
+		}
+		bits = spki.PublicKey.Bytes
+	}
+	sum := sha256.Sum256(bits)
+	return sum[:20], nil
+}
+
+// check is the post-sign gate of the local backend. It compares the leaf
+// with the request exactly as CheckCertificate does (key, usages, validity,
+// names). For the chain it relies on what is already proven instead of a
+// second signature verification: SetCA verified the signing chain against
+// the bundle and the chain's usages per profile, and CreateCertificate
+// verified the leaf's signature under the intermediate's key. What is left
+// to check structurally is that the leaf names the intermediate as its
+// issuer (name and key identifier), falls inside the chain's validity, and
+// satisfies its name constraints. Chains with constraints the fast check
+// does not read get a full Verify.
+func (sc *signingCA) check(leaf *x509.Certificate, e Expected) error {
+	in := sc.ca.Intermediate
+	if !bytes.Equal(leaf.RawIssuer, in.RawSubject) {
+		return errors.New("issuer name is not the signing certificate's subject")
+	}
+	if len(in.SubjectKeyId) > 0 && !bytes.Equal(leaf.AuthorityKeyId, in.SubjectKeyId) {
+		return errors.New("authority key identifier is not the signing certificate's key identifier")
+	}
+	if leaf.NotBefore.Before(sc.notBefore) || e.Now.Before(sc.notBefore) {
+		return fmt.Errorf("valid from %s, before the signing chain (%s)", leaf.NotBefore, sc.notBefore)
+	}
+	switch err := sc.constraints.check(leaf); {
+	case errors.Is(err, errUnsupported):
+		if err := verifyChain(leaf, e); err != nil {
+			return err
+		}
+	case err != nil:
+		return fmt.Errorf("violates the CA's name constraints: %w", err)
+	}
+	return checkContents(leaf, e)
+}
