@@ -203,25 +203,15 @@ func (s *State) SecretData() (map[string][]byte, error) {
 }
 
 func (r *StateRecord) slot(slot Slot) *SlotRecord {
-	switch slot {
-	case SlotCurrent:
-		return r.Current
-	case SlotNext:
-		return r.Next
-	case SlotPrevious:
-		return r.Previous
+	if f := slotField(slot, &r.Current, &r.Next, &r.Previous); f != nil {
+		return *f
 	}
 	return nil
 }
 
 func (r *StateRecord) setSlot(slot Slot, v *SlotRecord) {
-	switch slot {
-	case SlotCurrent:
-		r.Current = v
-	case SlotNext:
-		r.Next = v
-	case SlotPrevious:
-		r.Previous = v
+	if f := slotField(slot, &r.Current, &r.Next, &r.Previous); f != nil {
+		*f = v
 	}
 }
 

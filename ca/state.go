@@ -81,27 +81,31 @@ func NewState(c *CA, source string, now time.Time) *State {
 
 func ptr[T any](v T) *T { return &v }
 
-// Get returns the CA in a slot, or nil.
-func (s *State) Get(slot Slot) *CA {
+// slotField picks the field of slot among a struct's three slot fields,
+// or nil for an unknown slot. State and StateRecord share it.
+func slotField[T any](slot Slot, current, next, previous *T) *T {
 	switch slot {
 	case SlotCurrent:
-		return s.Current
+		return current
 	case SlotNext:
-		return s.Next
+		return next
 	case SlotPrevious:
-		return s.Previous
+		return previous
+	}
+	return nil
+}
+
+// Get returns the CA in a slot, or nil.
+func (s *State) Get(slot Slot) *CA {
+	if f := slotField(slot, &s.Current, &s.Next, &s.Previous); f != nil {
+		return *f
 	}
 	return nil
 }
 
 func (s *State) set(slot Slot, c *CA) {
-	switch slot {
-	case SlotCurrent:
-		s.Current = c
-	case SlotNext:
-		s.Next = c
-	case SlotPrevious:
-		s.Previous = c
+	if f := slotField(slot, &s.Current, &s.Next, &s.Previous); f != nil {
+		*f = c
 	}
 }
 

@@ -8,7 +8,6 @@ import (
 
 	"github.com/spf13/cobra"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshca/meshca/ca"
 )
@@ -43,11 +42,7 @@ existing meshca-ca is never replaced: the command fails instead.`,
 			if namespace == "" {
 				namespace = podNamespace()
 			}
-			cfg, err := restConfig(kubeconfig, 5, 10)
-			if err != nil {
-				return err
-			}
-			cs, err := kubernetes.NewForConfig(cfg)
+			cs, err := cliClientset(kubeconfig, 5, 10)
 			if err != nil {
 				return err
 			}
@@ -72,7 +67,7 @@ existing meshca-ca is never replaced: the command fails instead.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; empty: in-cluster config")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; default $KUBECONFIG, else the in-cluster config")
 	f.StringVar(&namespace, "namespace", "", "meshca's namespace, where meshca-ca is created; default: the pod's namespace, else meshca-system")
 	f.StringVar(&from, "from", "", "the Secret holding your CA, as NAMESPACE/NAME")
 	f.StringVar(&format, "format", "", "the Secret's shape: cert-manager or istio")

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
 	"github.com/meshca/meshca/ca"
@@ -33,11 +32,7 @@ func newCARotateCommand() *cobra.Command {
 			if namespace == "" {
 				namespace = podNamespace()
 			}
-			cfg, err := restConfig(kubeconfig, 5, 10)
-			if err != nil {
-				return err
-			}
-			cs, err := kubernetes.NewForConfig(cfg)
+			cs, err := cliClientset(kubeconfig, 5, 10)
 			if err != nil {
 				return err
 			}
@@ -50,7 +45,7 @@ func newCARotateCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; empty: in-cluster config")
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; default $KUBECONFIG, else the in-cluster config")
 	f.StringVar(&namespace, "namespace", "", "namespace of the CA Secret; default: the pod's namespace, else meshca-system")
 	f.StringVar(&secret, "secret", ca.DefaultSecretName, "name of the CA Secret")
 	f.DurationVar(&activateAfter, "activate-after", time.Hour, "how long the next CA is published before it starts signing")

@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshca/meshca/internal/status"
 )
@@ -28,14 +27,7 @@ On a terminal, times are relative and states coloured; -o json is for scripts.`,
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o must be table or json, got %q", output)
 			}
-			if kubeconfig == "" {
-				kubeconfig = os.Getenv("KUBECONFIG")
-			}
-			cfg, err := restConfig(kubeconfig, 20, 40)
-			if err != nil {
-				return err
-			}
-			cs, err := kubernetes.NewForConfig(cfg)
+			cs, err := cliClientset(kubeconfig, 20, 40)
 			if err != nil {
 				return err
 			}
