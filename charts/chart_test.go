@@ -3,7 +3,6 @@ package charts_test
 import (
 	"bytes"
 	"flag"
-	"fmt"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -33,23 +32,8 @@ const (
 var (
 	chartDir = filepath.Join(testenv.RepoRoot(), "charts", "meshca")
 
-	// helmPath builds helm once per test binary through hack/go-tool.sh, the
-	// same cached, locked recipe every other tool uses.
-	helmPath = sync.OnceValues(func() (string, error) {
-		cmd := exec.Command(filepath.Join(testenv.RepoRoot(), "hack", "go-tool.sh"), "helm", "helm.sh/helm/v3/cmd/helm", helmVersion)
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			return "", fmt.Errorf("hack/go-tool.sh helm: %w\n%s", err, stderr.String())
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		path := lines[len(lines)-1]
-		if _, err := os.Stat(path); err != nil {
-			return "", fmt.Errorf("hack/go-tool.sh printed %q: %w", path, err)
-		}
-		return path, nil
-	})
+	// helmPath builds helm once per test binary into the tool cache.
+	helmPath = func() (string, error) { return testenv.GoTool("helm", "helm.sh/helm/v3/cmd/helm", helmVersion) }
 
 	// readChart reads every file of the chart once in this process. helm
 	// reads them in a subprocess, which go test's result cache cannot see;

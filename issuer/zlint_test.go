@@ -4,9 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"os/exec"
-	"path/filepath"
-	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -16,28 +13,14 @@ import (
 	"github.com/meshca/meshca/issuer"
 )
 
-var (
-	zlintOnce sync.Once
-	zlintPath string
-	zlintErr  error
-)
-
-// zlint returns the zlint binary, built once into the tool cache by
-// hack/go-tool.sh.
+// zlint returns the zlint binary, built once into the tool cache.
 func zlint(t *testing.T) string {
 	t.Helper()
-	zlintOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, filepath.Join(testenv.RepoRoot(), "hack", "go-tool.sh"), "zlint", "github.com/zmap/zlint/v3/cmd/zlint", "v3.7.3")
-		var out []byte
-		out, zlintErr = cmd.Output()
-		zlintPath = strings.TrimSpace(string(out))
-	})
-	if zlintErr != nil {
-		t.Fatalf("build zlint with hack/go-tool.sh: %v", zlintErr)
+	path, err := testenv.GoTool("zlint", "github.com/zmap/zlint/v3/cmd/zlint", "v3.7.3")
+	if err != nil {
+		t.Fatal(err)
 	}
-	return zlintPath
+	return path
 }
 
 // lint runs zlint with the RFC 5280 and RFC 5480 lints on one PEM

@@ -12,7 +12,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,6 +21,7 @@ import (
 
 	"go.step.sm/crypto/jose"
 
+	"github.com/meshca/meshca/internal/testenv"
 	"github.com/meshca/meshca/internal/testpki"
 	"github.com/meshca/meshca/issuer/stepca"
 )
@@ -52,21 +52,11 @@ func stepCABinary(t *testing.T) string {
 	if p := os.Getenv("STEP_CA"); p != "" {
 		return p
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
-	defer cancel()
-	script, err := filepath.Abs(filepath.Join("..", "..", "hack", "go-tool.sh"))
+	path, err := testenv.GoTool("step-ca", "github.com/smallstep/certificates/cmd/step-ca", stepCAVersion, "CGO_ENABLED=0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, script, "step-ca", "github.com/smallstep/certificates/cmd/step-ca", stepCAVersion)
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	out, err := cmd.Output()
-	if err != nil {
-		t.Fatalf("build step-ca with hack/go-tool.sh: %v\n%s", err, stderr.String())
-	}
-	return strings.TrimSpace(string(out))
+	return path
 }
 
 // jwkProvisioner is one JWK provisioner of ca.json with a fresh key
