@@ -25,28 +25,20 @@ want="cert-manager controller $CM_VERSION, crds $CRD_VERSION"
 complete() {
 	[[ -f "$dir/.complete" && "$(cat "$dir/.complete")" == "$want" && -x "$dir/controller" ]]
 }
-if complete; then
-	echo "$dir"
-	exit 0
-fi
-mkdir -p "$cache/tools"
-exec 9>"$cache/tools/.cert-manager.lock"
-if ! flock -n 9; then
-	echo ">> another build of cert-manager is running; waiting for it" >&2
-	flock 9
-fi
-if complete; then
-	echo "$dir"
-	exit 0
-fi
+# shellcheck source=hack/lib.sh
+source "$here/lib.sh"
+cache_begin cert-manager "$cache/tools/.cert-manager.lock" "$dir"
 
 work=$(mktemp -d "$cache/tools/.cert-manager.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/out/crds"
 t=$SECONDS
-echo ">> building cert-manager controller $CM_VERSION from the Go module proxy (first time only, ~5 min)" >&2
-(cd "$here/certmanager" && go build -mod=readonly -trimpath -ldflags "-s -w" \
-	-o "$work/out/controller" github.com/cert-manager/cert-manager/cmd/controller) >&2
+log "building cert-manager controller $CM_VERSION from the Go module proxy (first time only, ~5-10 min)"
+if ! (cd "$here/certmanager" && go build -mod=readonly -v -trimpath -ldflags "-s -w" \
+	-o "$work/out/controller" github.com/cert-manager/cert-manager/cmd/controller 2>&1) | progress cert-manager; then
+	log "building cert-manager $CM_VERSION failed"
+	exit 1
+fi
 echo ">> fetching CRDs from github.com/cert-manager/cert-manager@$CRD_VERSION" >&2
 src=$(cd "$work" && go mod download -json "github.com/cert-manager/cert-manager@$CRD_VERSION" |
 	sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')

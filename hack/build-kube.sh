@@ -25,28 +25,9 @@ complete() {
 	[[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$bin/kube-apiserver" && -x "$bin/kubectl" && -x "$bin/etcd" ]]
 }
 
-if complete; then
-	echo "$bin"
-	exit 0
-fi
-
-mkdir -p "$root"
-exec 9>"$root/.lock"
-if ! flock -n 9; then
-	echo ">> another build of the control plane is running; waiting for it" >&2
-	flock 9
-fi
-if complete; then
-	echo "$bin"
-	exit 0
-fi
-
-log() { printf '>> %s\n' "$*" >&2; }
-# progress prints a line every 100 packages that go build -v reports.
-progress() {
-	awk -v what="$1" '{ n++; if (n % 100 == 0) { printf "   %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush("/dev/stderr") } }
-		/^(#|go: |.*:[0-9]+:[0-9]+: )/ { print > "/dev/stderr" }'
-}
+# shellcheck source=hack/lib.sh
+source "$here/lib.sh"
+cache_begin "the control plane" "$root/.lock" "$bin"
 
 work=$(mktemp -d "$root/.build.XXXXXX")
 trap 'rm -rf "$work"' EXIT
@@ -68,8 +49,10 @@ build() { # module-dir output package
 	name=$(basename "$out")
 	log "building $name ($pkg)"
 	local t=$SECONDS
-	(cd "$dir" && go build -mod=readonly -v -trimpath -ldflags "$ldflags" -o "$out" "$pkg" 2>&1) | progress "$name"
-	[[ ${PIPESTATUS[0]} -eq 0 && -x "$out" ]] || { log "building $name failed"; exit 1; }
+	if ! (cd "$dir" && go build -mod=readonly -v -trimpath -ldflags "$ldflags" -o "$out" "$pkg" 2>&1) | progress "$name" || [[ ! -x "$out" ]]; then
+		log "building $name failed"
+		exit 1
+	fi
 	log "built $name in $((SECONDS - t))s"
 }
 

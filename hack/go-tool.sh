@@ -7,24 +7,21 @@
 # half-built or concurrently built tool is never mistaken for a finished one.
 set -euo pipefail
 name=$1 pkg=$2 version=$3
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 cache=${MESHCA_CACHE:-$HOME/.cache/meshca}
 dir="$cache/tools/$name-$version"
-if [[ -x "$dir/$name" ]]; then
-	echo "$dir/$name"
-	exit 0
-fi
-mkdir -p "$cache/tools"
-exec 9>"$cache/tools/.$name.lock"
-flock 9
-if [[ -x "$dir/$name" ]]; then
-	echo "$dir/$name"
-	exit 0
-fi
-echo ">> building $name $version from the Go module proxy (first time only)" >&2
+complete() { [[ -x "$dir/$name" ]]; }
+# shellcheck source=hack/lib.sh
+source "$here/lib.sh"
+cache_begin "$name" "$cache/tools/.$name.lock" "$dir/$name"
+log "building $name $version from the Go module proxy (first time only)"
 work=$(mktemp -d "$cache/tools/.$name.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 t=$SECONDS
-GOBIN="$work/bin" GOFLAGS=-trimpath go install "$pkg@$version" >&2
+if ! (GOBIN="$work/bin" GOFLAGS=-trimpath go install -v "$pkg@$version" 2>&1) | progress "$name"; then
+	log "building $name $version failed"
+	exit 1
+fi
 mkdir -p "$work/out"
 mv "$work/bin/$(basename "$pkg")" "$work/out/$name"
 rm -rf "$dir"

@@ -1,0 +1,37 @@
+# Shared by the scripts that build into the tool cache (build-kube.sh,
+# build-certmanager.sh, go-tool.sh). Source it; it defines functions only.
+#
+# Every build follows one discipline: skip when a finished result is there;
+# otherwise take an flock (a concurrent run waits, then finds the result),
+# build into a temporary sibling and rename it into place, so a half-built
+# tool is never mistaken for a finished one.
+
+log() { printf '>> %s\n' "$*" >&2; }
+
+# cache_begin WHAT LOCKFILE RESULT: prints RESULT and exits the script when
+# the caller's `complete` function says the result is there, before or after
+# taking the lock; otherwise returns holding the lock on fd 9.
+cache_begin() {
+	local what=$1 lock=$2 result=$3
+	if complete; then
+		echo "$result"
+		exit 0
+	fi
+	mkdir -p "$(dirname "$lock")"
+	exec 9>"$lock"
+	if ! flock -n 9; then
+		log "another build of $what is running; waiting for it"
+		flock 9
+	fi
+	if complete; then
+		echo "$result"
+		exit 0
+	fi
+}
+
+# progress WHAT: reads `go build -v` output and prints a line every 100
+# packages compiled, passing compiler errors through, all on stderr.
+progress() {
+	awk -v what="$1" '{ n++; if (n % 100 == 0) { printf "   %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush("/dev/stderr") } }
+		/^(#|go: |.*:[0-9]+:[0-9]+: )/ { print > "/dev/stderr" }'
+}
