@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
 
@@ -99,15 +100,15 @@ func TestServeCASecretProblems(t *testing.T) {
 			}
 			d := startDaemon(t, env, ns, append([]string{"--leader-elect=false"}, tc.extra...)...)
 			if tc.wantExit {
-				err, ok := d.wait(90 * time.Second)
-				if !ok {
+				exited, err := d.Wait(90 * time.Second)
+				if !exited {
 					t.Fatalf("meshca kept running; want it to refuse the CA Secret")
 				}
 				if err == nil {
 					t.Errorf("meshca exited with code 0, want an error")
 				}
-				if log := d.log.String(); !strings.Contains(log, tc.wantLog) {
-					t.Errorf("log lacks %q:\n%s", tc.wantLog, tail(log, 3000))
+				if log := d.Log(); !strings.Contains(log, tc.wantLog) {
+					t.Errorf("log lacks %q:\n%s", tc.wantLog, daemontest.Tail(log, 3000))
 				}
 				got, err := env.Clientset.CoreV1().Secrets(ns).Get(context.Background(), ca.DefaultSecretName, metav1.GetOptions{})
 				switch {
@@ -118,12 +119,12 @@ func TestServeCASecretProblems(t *testing.T) {
 				}
 				return
 			}
-			eventually(t, 90*time.Second, "the CA Secret", func() bool {
-				_, err := env.Clientset.CoreV1().Secrets(ns).Get(context.Background(), ca.DefaultSecretName, metav1.GetOptions{})
-				return err == nil
+			daemontest.Eventually(t, 90*time.Second, "the CA Secret", func(ctx context.Context) (bool, error) {
+				_, err := env.Clientset.CoreV1().Secrets(ns).Get(ctx, ca.DefaultSecretName, metav1.GetOptions{})
+				return err == nil, err
 			})
-			if d.exited() {
-				t.Fatalf("meshca exited: %v", d.waitErr)
+			if !d.Running() {
+				t.Fatalf("meshca exited: %v", d.Err())
 			}
 		})
 	}
@@ -147,9 +148,9 @@ func TestServeRestoresDeletedCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	var restored *corev1.Secret
-	eventually(t, 60*time.Second, "the CA Secret to come back", func() bool {
-		restored, err = secrets.Get(context.Background(), ca.DefaultSecretName, metav1.GetOptions{})
-		return err == nil
+	daemontest.Eventually(t, 60*time.Second, "the CA Secret to come back", func(ctx context.Context) (bool, error) {
+		restored, err = secrets.Get(ctx, ca.DefaultSecretName, metav1.GetOptions{})
+		return err == nil, err
 	})
 	st, err := ca.StateFromSecretData(restored.Data)
 	if err != nil {
@@ -161,8 +162,8 @@ func TestServeRestoresDeletedCA(t *testing.T) {
 	}
 	createTLSContexts(t, env, ns, "after", 1, nil)
 	waitValidSecrets(t, env, ns, "after", 1, nil)
-	if d.exited() {
-		t.Fatalf("meshca exited: %v", d.waitErr)
+	if !d.Running() {
+		t.Fatalf("meshca exited: %v", d.Err())
 	}
 }
 
