@@ -217,8 +217,11 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 
 	// meshca's own serving certificate carries names from its own flags, set
 	// by the operator, so it is issued with the operator's policy (an IP
-	// such as 127.0.0.1 is allowed for out-of-cluster runs).
-	servingIssuer, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: issuer.OperatorPolicy()})
+	// such as 127.0.0.1 is allowed for out-of-cluster runs). It lives
+	// --leaf-duration like every other leaf: the CA rotator prunes a retired
+	// CA that long after retirement, so a longer-lived certificate would
+	// lose its root while still in use.
+	servingIssuer, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: issuer.OperatorPolicy(), DefaultDuration: o.leafDuration})
 	if err != nil {
 		return nil, err
 	}
