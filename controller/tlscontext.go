@@ -316,7 +316,12 @@ func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *
 		return true, nil
 	}
 	kind, ns, name, ok := parseSourceKey(holder)
-	if !ok || kind != "TLSContext" {
+	if !ok {
+		// Not a source meshca wrote (someone edited the annotation):
+		// nothing else can hold the Secret by it.
+		return true, nil
+	}
+	if kind != "TLSContext" {
 		// Held by another kind of source (a workload): never take it.
 		return r.keeper.conflict(src, s, holder, "a TLSContext never takes a workload's Secret"), nil
 	}

@@ -327,7 +327,12 @@ func (r *WorkloadReconciler) claim(ctx context.Context, obj client.Object, me st
 		return true, nil
 	}
 	kind, ns, name, ok := parseSourceKey(holder)
-	if ok && ns == s.Namespace && isWorkloadKind(kind) {
+	if !ok {
+		// Not a source meshca wrote (someone edited the annotation):
+		// nothing else can hold the Secret by it.
+		return true, nil
+	}
+	if ns == s.Namespace && isWorkloadKind(kind) {
 		other := newWorkload(kind)
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, other)
 		if apierrors.IsNotFound(err) {
