@@ -5,9 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -80,14 +78,7 @@ func TestServeSurvivesAPIServerOutage(t *testing.T) {
 func TestServeCrashLoop(t *testing.T) {
 	env := testenv.Get(t)
 	ns := env.Namespace(t)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("MESHCA_CRASH_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("seed %d (MESHCA_CRASH_SEED=%d repeats this run)", seed, seed)
+	seed := testSeed(t, "MESHCA_CRASH_SEED")
 	rng := rand.New(rand.NewPCG(seed, seed))
 	const n, rounds = 60, 20
 	createTLSContexts(t, env, ns, "gw", n, nil)

@@ -258,6 +258,12 @@ func waitValidSecrets(t *testing.T, env *testenv.Env, ns, prefix string, n int, 
 // checkTLSSecret checks that a certificate Secret is whole: tls.crt parses
 // and chains to a root in ca.crt, and tls.key is the leaf's key.
 func checkTLSSecret(s *corev1.Secret) (*x509.Certificate, error) {
+	return checkTLSSecretAt(s, time.Now())
+}
+
+// checkTLSSecretAt is checkTLSSecret at time at (never before the leaf's
+// NotBefore), for a Secret version recorded earlier.
+func checkTLSSecretAt(s *corev1.Secret, at time.Time) (*x509.Certificate, error) {
 	certs, err := ca.ParseCertificatesPEM(s.Data["tls.crt"])
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("tls.crt: %v (%d certificates)", err, len(certs))
@@ -281,7 +287,10 @@ func checkTLSSecret(s *corev1.Secret) (*x509.Certificate, error) {
 	for _, c := range certs[1:] {
 		ip.AddCert(c)
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: rp, Intermediates: ip, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if at.Before(certs[0].NotBefore) {
+		at = certs[0].NotBefore
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: rp, Intermediates: ip, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	return certs[0], nil

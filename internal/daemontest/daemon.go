@@ -96,8 +96,9 @@ func WithFlags(args []string, overrides ...string) []string {
 // health endpoints and JSON logs (replacing those flags in args), in an
 // environment without MESHCA_* or POD_NAMESPACE settings and with the race
 // detector halting on the first race. The log goes to memory and to a file
-// in t.TempDir(). The process is killed when the test ends if it still
-// runs; its log is printed when the test failed.
+// in t.TempDir(), or in $MESHCA_TEST_LOGS (kept) when that is set. The
+// process is killed when the test ends if it still runs; its log is
+// printed when the test failed.
 func Start(t testing.TB, name string, args []string) *Daemon {
 	t.Helper()
 	d := &Daemon{
@@ -115,7 +116,13 @@ func Start(t testing.TB, name string, args []string) *Daemon {
 		"--log-format=json",
 	)
 	d.cmd = exec.Command(Binary(t), args...)
-	logFile, err := os.Create(filepath.Join(t.TempDir(), name+".log"))
+	dir := os.Getenv("MESHCA_TEST_LOGS")
+	if dir == "" {
+		dir = t.TempDir()
+	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, fmt.Sprintf("%s-%s.log", strings.ReplaceAll(t.Name(), "/", "_"), name)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -157,7 +157,7 @@ func Eventually(t testing.TB, timeout time.Duration, what string, cond func(ctx 
 		if done {
 			return
 		}
-		if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		if err != nil && ctx.Err() == nil {
 			lastErr = err
 			if errors.Is(err, ErrGiveUp) {
 				t.Fatalf("waiting for %s: %v", what, err)
