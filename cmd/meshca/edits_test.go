@@ -117,8 +117,12 @@ func TestServeRepairsConcurrentEdits(t *testing.T) {
 	}
 
 	waitRepaired(t, env, app, secrets, caSecrets, []string{ns, app}, bundle)
-	if after, err := store.Load(ctx); err != nil || after.Current.Fingerprint() != st.Current.Fingerprint() {
-		t.Errorf("CA after the edits: %v (same CA: %v)", err, err == nil && after.Current.Fingerprint() == st.Current.Fingerprint())
+	after, err := store.Load(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Current.Fingerprint() != st.Current.Fingerprint() {
+		t.Errorf("the CA changed during the edits: %s, was %s", after.Current.Fingerprint(), st.Current.Fingerprint())
 	}
 	if !d.Running() {
 		t.Fatalf("meshca exited: %v", d.Err())
@@ -127,7 +131,7 @@ func TestServeRepairsConcurrentEdits(t *testing.T) {
 	// meshca met the editor's writes as conflicts and retried them; the
 	// log shows them as retried reconcile errors, never as anything that
 	// stopped a part of meshca.
-	var conflicts, otherErrors int
+	conflicts := 0
 	for _, line := range strings.Split(d.Log(), "\n") {
 		switch {
 		case strings.Contains(line, "the object has been modified"):
@@ -136,7 +140,6 @@ func TestServeRepairsConcurrentEdits(t *testing.T) {
 				t.Errorf("a conflict not retried by a reconciler: %s", line)
 			}
 		case strings.Contains(line, `"level":"ERROR"`) && !strings.Contains(line, "Reconciler error"):
-			otherErrors++
 			t.Errorf("meshca logged an error outside a reconcile: %s", daemontest.Tail(line, 600))
 		}
 	}
