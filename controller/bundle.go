@@ -3,7 +3,6 @@ package controller
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -122,9 +121,11 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	if ns.DeletionTimestamp != nil || ns.Status.Phase == corev1.NamespaceTerminating || !r.selected(ns.Labels) {
 		return reconcile.Result{}, nil
 	}
-	trust := r.Trust.snapshot()
-	if trust == nil {
-		return reconcile.Result{}, errors.New("no trust bundle yet")
+	// Nothing is written before the first bundle: on a new leader that is
+	// the CA Secret as its CA rotator reads it, not as it was at start.
+	trust, err := r.Trust.wait(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	key := types.NamespacedName{Namespace: ns.Name, Name: meta.TrustBundleConfigMap}
 	cm := &corev1.ConfigMap{}

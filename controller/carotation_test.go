@@ -1,11 +1,13 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"slices"
 	"strings"
@@ -129,16 +131,16 @@ func TestCARotationKeepsMutualTLS(t *testing.T) {
 		ok, failed   int
 		failures     []string
 		maxGap, maxD time.Duration
-		caSeen       []string // distinct ca.crt root sets the client read, in order
+		caReads      = map[string]string{} // ca.crt root set the client read, by the Secret's resourceVersion
 		wg           sync.WaitGroup
 	)
 	handshake := func(at time.Time) error {
-		cfg, roots, err := peers.clientConfig(ctx, server)
+		cfg, rv, roots, err := peers.clientConfig(ctx, server)
 		if err != nil {
 			return err
 		}
 		hmu.Lock()
-		caSeen = appendDistinct(caSeen, roots)
+		caReads[rv] = roots
 		hmu.Unlock()
 		d := &tls.Dialer{Config: cfg}
 		dctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -264,6 +266,14 @@ func TestCARotationKeepsMutualTLS(t *testing.T) {
 	if !slices.Equal(gotBundles, want) {
 		t.Errorf("bundle sequence seen by OnChange %v, want %v", gotBundles, want)
 	}
+	// Handshakes overlap, so they read in one order and may record in
+	// another: order the reads by the version of the Secret they saw.
+	var caSeen []string
+	for _, rv := range slices.SortedFunc(maps.Keys(caReads), func(a, b string) int {
+		return cmp.Or(cmp.Compare(len(a), len(b)), cmp.Compare(a, b)) // as numbers: etcd revisions
+	}) {
+		caSeen = appendDistinct(caSeen, caReads[rv])
+	}
 	if !slices.Equal(caSeen, want) {
 		t.Errorf("ca.crt sequence the client read %v, want %v", caSeen, want)
 	}
@@ -282,20 +292,20 @@ type secretPeers struct {
 	ns  string
 }
 
-func (p *secretPeers) load(ctx context.Context, name string) (tls.Certificate, *x509.CertPool, string, error) {
+func (p *secretPeers) load(ctx context.Context, name string) (tls.Certificate, *x509.CertPool, *corev1.Secret, error) {
 	s, err := p.env.Clientset.CoreV1().Secrets(p.ns).Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
-		return tls.Certificate{}, nil, "", err
+		return tls.Certificate{}, nil, nil, err
 	}
 	cert, err := tls.X509KeyPair(s.Data[corev1.TLSCertKey], s.Data[corev1.TLSPrivateKeyKey])
 	if err != nil {
-		return tls.Certificate{}, nil, "", fmt.Errorf("Secret %s: %w", name, err)
+		return tls.Certificate{}, nil, nil, fmt.Errorf("Secret %s: %w", name, err)
 	}
 	pool := x509.NewCertPool()
 	if !pool.AppendCertsFromPEM(s.Data[corev1.ServiceAccountRootCAKey]) {
-		return tls.Certificate{}, nil, "", fmt.Errorf("Secret %s: ca.crt holds no certificate", name)
+		return tls.Certificate{}, nil, nil, fmt.Errorf("Secret %s: ca.crt holds no certificate", name)
 	}
-	return cert, pool, rootSetOf(s.Data[corev1.ServiceAccountRootCAKey]), nil
+	return cert, pool, s, nil
 }
 
 // serverConfig is the server's TLS configuration, read afresh for each
@@ -318,18 +328,19 @@ func (p *secretPeers) serverConfig(ctx context.Context) *tls.Config {
 }
 
 // clientConfig is the client's TLS configuration from Secret client-tls:
-// its certificate, and the server verified against its ca.crt.
-func (p *secretPeers) clientConfig(ctx context.Context, serverName string) (*tls.Config, string, error) {
-	cert, pool, roots, err := p.load(ctx, "client-tls")
+// its certificate, and the server verified against its ca.crt. It also
+// returns the Secret's resourceVersion and the root set of its ca.crt.
+func (p *secretPeers) clientConfig(ctx context.Context, serverName string) (*tls.Config, string, string, error) {
+	cert, pool, s, err := p.load(ctx, "client-tls")
 	if err != nil {
-		return nil, "", err
+		return nil, "", "", err
 	}
 	return &tls.Config{
 		ServerName:   serverName,
 		RootCAs:      pool,
 		Certificates: []tls.Certificate{cert},
 		MinVersion:   tls.VersionTLS13,
-	}, roots, nil
+	}, s.ResourceVersion, rootSetOf(s.Data[corev1.ServiceAccountRootCAKey]), nil
 }
 
 // rootSet names a set of roots by their sorted short fingerprints.

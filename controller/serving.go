@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -79,9 +78,11 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 			dns = append(dns, n)
 		}
 	}
-	trust := s.Trust.snapshot()
-	if trust == nil {
-		return 0, errors.New("no trust bundle yet")
+	// Nothing is written before the first bundle: on a new leader that is
+	// the CA Secret as its CA rotator reads it, not as it was at start.
+	trust, err := s.Trust.wait(ctx)
+	if err != nil {
+		return 0, err
 	}
 	w := &secretWriter{client: s.Client, reader: s.Client, metrics: NewMetrics(nil)}
 	ref := secretRef{s.Namespace, s.Name}

@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -251,9 +250,11 @@ func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%v", err)
 		return reconcile.Result{}, nil
 	}
-	trust := r.Trust.snapshot()
-	if trust == nil {
-		return reconcile.Result{}, errors.New("no trust bundle yet")
+	// Nothing is written before the first bundle: on a new leader that is
+	// the CA Secret as its CA rotator reads it, not as it was at start.
+	trust, err := r.Trust.wait(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 
 	var after time.Duration
@@ -315,7 +316,12 @@ func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *
 		return true, nil
 	}
 	kind, ns, name, ok := parseSourceKey(holder)
-	if !ok || kind != "TLSContext" {
+	if !ok {
+		// Not a source meshca wrote (someone edited the annotation):
+		// nothing else can hold the Secret by it.
+		return true, nil
+	}
+	if kind != "TLSContext" {
 		// Held by another kind of source (a workload): never take it.
 		return r.keeper.conflict(src, s, holder, "a TLSContext never takes a workload's Secret"), nil
 	}

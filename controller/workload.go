@@ -2,7 +2,6 @@ package controller
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -274,9 +273,11 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%v", err)
 		return reconcile.Result{}, nil
 	}
-	trust := r.Trust.snapshot()
-	if trust == nil {
-		return reconcile.Result{}, errors.New("no trust bundle yet")
+	// Nothing is written before the first bundle: on a new leader that is
+	// the CA Secret as its CA rotator reads it, not as it was at start.
+	trust, err := r.Trust.wait(ctx)
+	if err != nil {
+		return reconcile.Result{}, err
 	}
 	me := sourceKey(kind, obj.GetNamespace(), obj.GetName())
 	kept, err := r.keeper.keep(ctx, certWish{
@@ -326,7 +327,12 @@ func (r *WorkloadReconciler) claim(ctx context.Context, obj client.Object, me st
 		return true, nil
 	}
 	kind, ns, name, ok := parseSourceKey(holder)
-	if ok && ns == s.Namespace && isWorkloadKind(kind) {
+	if !ok {
+		// Not a source meshca wrote (someone edited the annotation):
+		// nothing else can hold the Secret by it.
+		return true, nil
+	}
+	if ns == s.Namespace && isWorkloadKind(kind) {
 		other := newWorkload(kind)
 		err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, other)
 		if apierrors.IsNotFound(err) {

@@ -5,9 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
 
@@ -36,9 +35,9 @@ func TestServeSurvivesAPIServerOutage(t *testing.T) {
 	d := startDaemon(t, env, ns, "--log-level", "debug", "--audit-schedule", "@every 10s",
 		"--leader-election-lease-duration=120s", "--leader-election-renew-deadline=100s")
 	createTLSContexts(t, env, ns, "gw", n, nil)
-	eventually(t, 2*time.Minute, "meshca to be issuing", func() bool {
-		list, err := env.Clientset.CoreV1().Secrets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=meshca"})
-		return err == nil && len(list.Items) > 20
+	daemontest.Eventually(t, 2*time.Minute, "meshca to be issuing", func(ctx context.Context) (bool, error) {
+		list, err := env.Clientset.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=meshca"})
+		return err == nil && len(list.Items) > 20, err
 	})
 	if err := env.StopAPIServer(); err != nil {
 		t.Fatalf("stop kube-apiserver: %v", err)
@@ -51,8 +50,8 @@ func TestServeSurvivesAPIServerOutage(t *testing.T) {
 		}
 	})
 	time.Sleep(8 * time.Second)
-	if d.exited() {
-		t.Fatalf("meshca exited during the outage: %v", d.waitErr)
+	if !d.Running() {
+		t.Fatalf("meshca exited during the outage: %v", d.Err())
 	}
 	if err := env.StartAPIServer(); err != nil {
 		t.Fatalf("start kube-apiserver again: %v", err)
@@ -60,15 +59,15 @@ func TestServeSurvivesAPIServerOutage(t *testing.T) {
 	restarted = true
 	t.Logf("API server down for %s", time.Since(stopped).Round(time.Second))
 	waitValidSecrets(t, env, ns, "gw", n, nil)
-	if d.exited() {
-		t.Fatalf("meshca exited after the outage: %v", d.waitErr)
+	if !d.Running() {
+		t.Fatalf("meshca exited after the outage: %v", d.Err())
 	}
 	assertNoKeyMaterial(t, map[string]string{
-		"meshca's log": d.log.String(),
+		"meshca's log": d.Log(),
 		"Events":       eventsText(t, env, ns),
-		"metrics":      d.metrics(t),
+		"metrics":      d.MetricsText(t),
 	}, keyMaterial(t, env, ns))
-	d.stop(t)
+	d.Terminate(t)
 }
 
 // TestServeCrashLoop SIGKILLs meshca at random points of a mass reissue
@@ -79,14 +78,7 @@ func TestServeSurvivesAPIServerOutage(t *testing.T) {
 func TestServeCrashLoop(t *testing.T) {
 	env := testenv.Get(t)
 	ns := env.Namespace(t)
-	seed := uint64(time.Now().UnixNano())
-	if s := os.Getenv("MESHCA_CRASH_SEED"); s != "" {
-		var err error
-		if seed, err = strconv.ParseUint(s, 10, 64); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Logf("seed %d (MESHCA_CRASH_SEED=%d repeats this run)", seed, seed)
+	seed := testSeed(t, "MESHCA_CRASH_SEED")
 	rng := rand.New(rand.NewPCG(seed, seed))
 	const n, rounds = 60, 20
 	createTLSContexts(t, env, ns, "gw", n, nil)
@@ -96,14 +88,16 @@ func TestServeCrashLoop(t *testing.T) {
 		d := startDaemon(t, env, ns, "--leader-elect=false")
 		// Kill at a random point from just before the CA is loaded to well
 		// into the reissue (the -race binary takes a while to start).
-		eventually(t, time.Minute, "meshca to start", func() bool { return d.exited() || strings.Contains(d.log.String(), "CA loaded") })
+		daemontest.Eventually(t, time.Minute, "meshca to start", func(context.Context) (bool, error) {
+			return !d.Running() || strings.Contains(d.Log(), "CA loaded"), nil
+		})
 		wait := time.Duration(rng.IntN(2500)) * time.Millisecond
 		time.Sleep(wait)
-		if d.exited() {
-			t.Fatalf("round %d: meshca exited by itself: %v", round, d.waitErr)
+		if !d.Running() {
+			t.Fatalf("round %d: meshca exited by itself: %v", round, d.Err())
 		}
-		d.kill()
-		logs = append(logs, d.log.String())
+		d.Kill()
+		logs = append(logs, d.Log())
 		list, err := env.Clientset.CoreV1().Secrets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/managed-by=meshca"})
 		if err != nil {
 			t.Fatal(err)
@@ -127,16 +121,16 @@ func TestServeCrashLoop(t *testing.T) {
 	d := startDaemon(t, env, ns, "--leader-elect=false")
 	last := genName(ns, rounds-1)
 	waitValidSecrets(t, env, ns, "gw", n, func(c *x509.Certificate) bool { return slices.Contains(c.DNSNames, last) })
-	if d.exited() {
-		t.Fatalf("meshca exited: %v", d.waitErr)
+	if !d.Running() {
+		t.Fatalf("meshca exited: %v", d.Err())
 	}
-	logs = append(logs, d.log.String())
-	texts := map[string]string{"Events": eventsText(t, env, ns), "metrics": d.metrics(t)}
+	logs = append(logs, d.Log())
+	texts := map[string]string{"Events": eventsText(t, env, ns), "metrics": d.MetricsText(t)}
 	for i, l := range logs {
 		texts[fmt.Sprintf("log of start %d", i)] = l
 	}
 	assertNoKeyMaterial(t, texts, keyMaterial(t, env, ns))
-	d.stop(t)
+	d.Terminate(t)
 }
 
 func genName(ns string, gen int) string { return fmt.Sprintf("gen-%d.%s.svc", gen, ns) }

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
 
@@ -99,15 +100,15 @@ func TestServeCASecretProblems(t *testing.T) {
 			}
 			d := startDaemon(t, env, ns, append([]string{"--leader-elect=false"}, tc.extra...)...)
 			if tc.wantExit {
-				err, ok := d.wait(90 * time.Second)
-				if !ok {
+				exited, err := d.Wait(90 * time.Second)
+				if !exited {
 					t.Fatalf("meshca kept running; want it to refuse the CA Secret")
 				}
 				if err == nil {
 					t.Errorf("meshca exited with code 0, want an error")
 				}
-				if log := d.log.String(); !strings.Contains(log, tc.wantLog) {
-					t.Errorf("log lacks %q:\n%s", tc.wantLog, tail(log, 3000))
+				if log := d.Log(); !strings.Contains(log, tc.wantLog) {
+					t.Errorf("log lacks %q:\n%s", tc.wantLog, daemontest.Tail(log, 3000))
 				}
 				got, err := env.Clientset.CoreV1().Secrets(ns).Get(context.Background(), ca.DefaultSecretName, metav1.GetOptions{})
 				switch {
@@ -118,12 +119,12 @@ func TestServeCASecretProblems(t *testing.T) {
 				}
 				return
 			}
-			eventually(t, 90*time.Second, "the CA Secret", func() bool {
-				_, err := env.Clientset.CoreV1().Secrets(ns).Get(context.Background(), ca.DefaultSecretName, metav1.GetOptions{})
-				return err == nil
+			daemontest.Eventually(t, 90*time.Second, "the CA Secret", func(ctx context.Context) (bool, error) {
+				_, err := env.Clientset.CoreV1().Secrets(ns).Get(ctx, ca.DefaultSecretName, metav1.GetOptions{})
+				return err == nil, err
 			})
-			if d.exited() {
-				t.Fatalf("meshca exited: %v", d.waitErr)
+			if !d.Running() {
+				t.Fatalf("meshca exited: %v", d.Err())
 			}
 		})
 	}
@@ -147,9 +148,9 @@ func TestServeRestoresDeletedCA(t *testing.T) {
 		t.Fatal(err)
 	}
 	var restored *corev1.Secret
-	eventually(t, 60*time.Second, "the CA Secret to come back", func() bool {
-		restored, err = secrets.Get(context.Background(), ca.DefaultSecretName, metav1.GetOptions{})
-		return err == nil
+	daemontest.Eventually(t, 60*time.Second, "the CA Secret to come back", func(ctx context.Context) (bool, error) {
+		restored, err = secrets.Get(ctx, ca.DefaultSecretName, metav1.GetOptions{})
+		return err == nil, err
 	})
 	st, err := ca.StateFromSecretData(restored.Data)
 	if err != nil {
@@ -161,8 +162,8 @@ func TestServeRestoresDeletedCA(t *testing.T) {
 	}
 	createTLSContexts(t, env, ns, "after", 1, nil)
 	waitValidSecrets(t, env, ns, "after", 1, nil)
-	if d.exited() {
-		t.Fatalf("meshca exited: %v", d.waitErr)
+	if !d.Running() {
+		t.Fatalf("meshca exited: %v", d.Err())
 	}
 }
 
@@ -257,6 +258,12 @@ func waitValidSecrets(t *testing.T, env *testenv.Env, ns, prefix string, n int, 
 // checkTLSSecret checks that a certificate Secret is whole: tls.crt parses
 // and chains to a root in ca.crt, and tls.key is the leaf's key.
 func checkTLSSecret(s *corev1.Secret) (*x509.Certificate, error) {
+	return checkTLSSecretAt(s, time.Now())
+}
+
+// checkTLSSecretAt is checkTLSSecret at time at (never before the leaf's
+// NotBefore), for a Secret version recorded earlier.
+func checkTLSSecretAt(s *corev1.Secret, at time.Time) (*x509.Certificate, error) {
 	certs, err := ca.ParseCertificatesPEM(s.Data["tls.crt"])
 	if err != nil || len(certs) == 0 {
 		return nil, fmt.Errorf("tls.crt: %v (%d certificates)", err, len(certs))
@@ -280,7 +287,10 @@ func checkTLSSecret(s *corev1.Secret) (*x509.Certificate, error) {
 	for _, c := range certs[1:] {
 		ip.AddCert(c)
 	}
-	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: rp, Intermediates: ip, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if at.Before(certs[0].NotBefore) {
+		at = certs[0].NotBefore
+	}
+	if _, err := certs[0].Verify(x509.VerifyOptions{Roots: rp, Intermediates: ip, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, fmt.Errorf("verify: %w", err)
 	}
 	return certs[0], nil

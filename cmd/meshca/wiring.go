@@ -76,10 +76,11 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err != nil {
 		return err
 	}
+	// The bundle is set by the CA rotator when it has read the CA Secret,
+	// on the leader only: the state loaded above may be long out of date
+	// when a standby becomes leader, and every writer of Secrets, bundles
+	// and the caBundle waits for the bundle.
 	trust := &controller.Trust{}
-	if err := trust.Set(state.Bundle()); err != nil {
-		return err
-	}
 	burst := int(o.maxIssuanceRate)
 	if burst < 1 {
 		burst = 1
@@ -138,16 +139,32 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		Log:    log.With("component", "ca-rotator"),
 		OnChange: func(ctx context.Context, st *ca.State) error {
 			live.Store(st)
-			// The bundle first: a new CA is trusted before anything it
-			// signs can appear.
-			if err := trust.Set(st.Bundle()); err != nil {
-				return err
+			setSigners := func() error {
+				if err := iss.SetCA(st); err != nil {
+					return err
+				}
+				return hooks.setCA(st)
 			}
-			if err := iss.SetCA(st); err != nil {
-				return err
-			}
-			if err := hooks.setCA(st); err != nil {
-				return err
+			if trust.PEM() == nil {
+				// The first state this leader reads. Nothing has been
+				// signed or written yet (every writer waits for the
+				// bundle), so the signers go first and the bundle lets
+				// the writers go.
+				if err := setSigners(); err != nil {
+					return err
+				}
+				if err := trust.Set(st.Bundle()); err != nil {
+					return err
+				}
+			} else {
+				// The bundle first: a new CA is trusted before anything
+				// it signs can appear.
+				if err := trust.Set(st.Bundle()); err != nil {
+					return err
+				}
+				if err := setSigners(); err != nil {
+					return err
+				}
 			}
 			hooks.bundleChanged()
 			tls.ResyncAll(ctx)
@@ -217,8 +234,11 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 
 	// meshca's own serving certificate carries names from its own flags, set
 	// by the operator, so it is issued with the operator's policy (an IP
-	// such as 127.0.0.1 is allowed for out-of-cluster runs).
-	servingIssuer, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: issuer.OperatorPolicy()})
+	// such as 127.0.0.1 is allowed for out-of-cluster runs). It lives
+	// --leaf-duration like every other leaf: the CA rotator prunes a retired
+	// CA that long after retirement, so a longer-lived certificate would
+	// lose its root while still in use.
+	servingIssuer, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: issuer.OperatorPolicy(), DefaultDuration: o.leafDuration})
 	if err != nil {
 		return nil, err
 	}
@@ -244,7 +264,13 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 	if err != nil {
 		return nil, err
 	}
-	for _, r := range []manager.Runnable{manager.RunnableFunc(serving.Start), manager.RunnableFunc(syncer.Start)} {
+	syncOnceTrusted := func(ctx context.Context) error {
+		if err := trust.Wait(ctx); err != nil {
+			return nil // stopped before leading for real
+		}
+		return syncer.Start(ctx)
+	}
+	for _, r := range []manager.Runnable{manager.RunnableFunc(serving.Start), manager.RunnableFunc(syncOnceTrusted)} {
 		if err := mgr.Add(r); err != nil {
 			return nil, err
 		}

@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 
+	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
 
@@ -53,12 +54,12 @@ func TestHighAvailability(t *testing.T) {
 		"--leader-election-renew-deadline=" + renewDeadline.String(),
 		"--leader-election-retry-period=" + retryPeriod.String(),
 	}
-	var replicas []*daemon
+	var replicas []*daemontest.Daemon
 	for i := range 3 {
-		replicas = append(replicas, startDaemon(t, fmt.Sprintf("replica-%d", i), args))
+		replicas = append(replicas, daemontest.Start(t, fmt.Sprintf("replica-%d", i), args))
 	}
 	for _, d := range replicas {
-		d.waitReady(t, 60*time.Second)
+		d.WaitReady(t, 60*time.Second)
 	}
 
 	leader, holder := waitOneLeader(t, env, ns, replicas, "")
@@ -68,7 +69,7 @@ func TestHighAvailability(t *testing.T) {
 	}
 	waitSettled(t, leader, contexts)
 	before := writes.snapshot()
-	t.Logf("before the kill: %s led (%s); %s", leader.name, holder, before)
+	t.Logf("before the kill: %s led (%s); %s", leader.Name, holder, before)
 	if err := before.onlyCreates(); err != nil {
 		t.Error(err)
 	}
@@ -79,7 +80,7 @@ func TestHighAvailability(t *testing.T) {
 	// Kill the leader; TLSContexts created while nobody leads must be
 	// issued by the next one.
 	killed := time.Now()
-	if _, err := leader.stop(t, syscall.SIGKILL, 5*time.Second); err == nil {
+	if _, err := leader.Stop(t, syscall.SIGKILL, 5*time.Second); err == nil {
 		t.Fatal("the killed leader exited cleanly")
 	}
 	const during = 5
@@ -88,7 +89,7 @@ func TestHighAvailability(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var rest []*daemon
+	var rest []*daemontest.Daemon
 	for _, d := range replicas {
 		if d != leader {
 			rest = append(rest, d)
@@ -104,7 +105,7 @@ func TestHighAvailability(t *testing.T) {
 	}
 	takeover := lease.Spec.AcquireTime.Sub(killed)
 	t.Logf("takeover: %s took the Lease (%s) %v after SIGKILL of %s, and reported meshca_leader 1 after %v (bound: lease duration %v + renew deadline %v)",
-		next.name, nextHolder, takeover.Round(time.Millisecond), leader.name, observed.Round(time.Millisecond), leaseDuration, renewDeadline)
+		next.Name, nextHolder, takeover.Round(time.Millisecond), leader.Name, observed.Round(time.Millisecond), leaseDuration, renewDeadline)
 	if takeover > leaseDuration+renewDeadline {
 		t.Errorf("takeover took %v, more than lease duration + renew deadline (%v)", takeover, leaseDuration+renewDeadline)
 	}
@@ -123,57 +124,26 @@ func TestHighAvailability(t *testing.T) {
 	}
 }
 
-// waitOneLeader waits until the Lease names a holder other than notHolder
-// and exactly one of replicas reports meshca_leader 1, and returns it.
-func waitOneLeader(t *testing.T, env *testenv.Env, ns string, replicas []*daemon, notHolder string) (*daemon, string) {
+// waitOneLeader waits for exactly one leader among replicas, other than
+// notHolder.
+func waitOneLeader(t *testing.T, env *testenv.Env, ns string, replicas []*daemontest.Daemon, notHolder string) (*daemontest.Daemon, string) {
 	t.Helper()
-	var leader *daemon
-	var holder string
-	eventually(t, 2*(leaseDuration+renewDeadline)+10*time.Second, "exactly one leader", func(ctx context.Context) (bool, error) {
-		lease, err := env.Clientset.CoordinationV1().Leases(ns).Get(ctx, "meshca", metav1.GetOptions{})
-		if err != nil || lease.Spec.HolderIdentity == nil || *lease.Spec.HolderIdentity == "" || *lease.Spec.HolderIdentity == notHolder {
-			return false, err
-		}
-		holder = *lease.Spec.HolderIdentity
-		var leading []*daemon
-		for _, d := range replicas {
-			code, body, err := get(ctx, d.metricsAddr, "/metrics")
-			if err != nil || code != 200 {
-				return false, fmt.Errorf("scrape %s: %d %v", d.name, code, err)
-			}
-			v, ok := parseSamples(body).value("meshca_leader")
-			if !ok {
-				return false, fmt.Errorf("%s has no meshca_leader", d.name)
-			}
-			if v == 1 {
-				leading = append(leading, d)
-			}
-		}
-		if len(leading) > 1 {
-			return false, fmt.Errorf("%w: %d replicas report meshca_leader 1", errGiveUp, len(leading))
-		}
-		if len(leading) == 1 {
-			leader = leading[0]
-			return true, nil
-		}
-		return false, nil
-	})
-	return leader, holder
+	return daemontest.WaitLeader(t, env, ns, replicas, notHolder, 2*(leaseDuration+renewDeadline)+10*time.Second)
 }
 
 // waitSettled waits until the leader has reconciled at least n TLSContexts
 // and its TLSContext queue has stayed empty for a second.
-func waitSettled(t *testing.T, d *daemon, n int) {
+func waitSettled(t *testing.T, d *daemontest.Daemon, n int) {
 	t.Helper()
 	var quietSince time.Time
-	eventually(t, 30*time.Second, d.name+" settled", func(context.Context) (bool, error) {
-		m := d.scrape(t)
+	daemontest.Eventually(t, 30*time.Second, d.Name+" settled", func(context.Context) (bool, error) {
+		m := d.Metrics(t)
 		var reconciled float64
-		for _, s := range m.find("controller_runtime_reconcile_total", "controller=tlscontext") {
-			reconciled += s.value
+		for _, s := range m.Find("controller_runtime_reconcile_total", "controller=tlscontext") {
+			reconciled += s.Value
 		}
-		depth, _ := m.value("workqueue_depth", "name=tlscontext")
-		busy, _ := m.value("controller_runtime_active_workers", "controller=tlscontext")
+		depth, _ := m.Value("workqueue_depth", "name=tlscontext")
+		busy, _ := m.Value("controller_runtime_active_workers", "controller=tlscontext")
 		if reconciled < float64(n) || depth > 0 || busy > 0 {
 			quietSince = time.Time{}
 			return false, nil

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
 
@@ -34,7 +35,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 	app := env.Namespace(t)
 	removeTLSContextsAtEnd(t, env, app)
 	r := installChart(t, env, "meshca", ns)
-	d := startDaemon(t, "rbac", withFlags(r.args,
+	d := daemontest.Start(t, "rbac", daemontest.WithFlags(r.args,
 		"--kubeconfig="+impersonatingKubeconfig(t, env, r),
 		"--webhook-names=127.0.0.1",
 		// The tests of this package share one API server, and this install
@@ -42,9 +43,9 @@ func TestServeWithChartRBAC(t *testing.T) {
 		// would otherwise (rightly) stop a new CA from being created.
 		"--allow-new-ca",
 	))
-	pointWebhookAt(t, env, r, d.webhookPort)
+	pointWebhookAt(t, env, r, d.WebhookPort)
 	started := time.Now()
-	d.waitReady(t, 60*time.Second)
+	d.WaitReady(t, 60*time.Second)
 	t.Logf("meshca ready in %v", time.Since(started).Round(time.Millisecond))
 
 	t.Run("CA Secret", func(t *testing.T) {
@@ -68,7 +69,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 	})
 
 	t.Run("trust bundle ConfigMap", func(t *testing.T) {
-		eventually(t, 30*time.Second, "trust bundle ConfigMap in "+app, func(ctx context.Context) (bool, error) {
+		daemontest.Eventually(t, 30*time.Second, "trust bundle ConfigMap in "+app, func(ctx context.Context) (bool, error) {
 			cm := &corev1.ConfigMap{}
 			err := env.Client.Get(ctx, types.NamespacedName{Namespace: app, Name: "meshca-trust-bundle"}, cm)
 			return err == nil && cm.Data["ca.crt"] == string(bundle), client.IgnoreNotFound(err)
@@ -76,7 +77,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 	})
 
 	t.Run("webhook caBundle", func(t *testing.T) {
-		eventually(t, 30*time.Second, "caBundle in "+r.webhookConfig, func(ctx context.Context) (bool, error) {
+		daemontest.Eventually(t, 30*time.Second, "caBundle in "+r.webhookConfig, func(ctx context.Context) (bool, error) {
 			cfg, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, r.webhookConfig, metav1.GetOptions{})
 			if err != nil {
 				return false, err
@@ -120,7 +121,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 		if err := env.Client.Patch(ctx, tlsContext(app, "gw", "", ""), client.RawPatch(types.MergePatchType, patch)); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, 30*time.Second, "a new serial in gw-tls", func(ctx context.Context) (bool, error) {
+		daemontest.Eventually(t, 30*time.Second, "a new serial in gw-tls", func(ctx context.Context) (bool, error) {
 			s := &corev1.Secret{}
 			err := env.Client.Get(ctx, types.NamespacedName{Namespace: app, Name: "gw-tls"}, s)
 			return err == nil && s.Annotations["meshca.io/serial"] != before, err
@@ -128,7 +129,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 	})
 
 	t.Run("metrics", func(t *testing.T) {
-		m := d.scrape(t)
+		m := d.Metrics(t)
 		for _, c := range []struct {
 			name   string
 			labels []string
@@ -149,24 +150,24 @@ func TestServeWithChartRBAC(t *testing.T) {
 			{"meshca_webhook_request_duration_seconds_bucket", []string{"kind=Deployment", "le=+Inf"}},
 			{"meshca_leader", nil},
 		} {
-			if _, ok := m.value(c.name, c.labels...); !ok {
+			if _, ok := m.Value(c.name, c.labels...); !ok {
 				t.Errorf("/metrics has no single %s%v", c.name, c.labels)
 			}
 		}
-		if v, _ := m.value("meshca_leader"); v != 1 {
+		if v, _ := m.Value("meshca_leader"); v != 1 {
 			t.Errorf("meshca_leader = %v on the only replica, want 1", v)
 		}
-		if v, _ := m.value("meshca_certificates_issued_total", "profile=gateway", "reason=NamesChanged"); v != 1 {
+		if v, _ := m.Value("meshca_certificates_issued_total", "profile=gateway", "reason=NamesChanged"); v != 1 {
 			t.Errorf("renewals for changed names = %v, want 1", v)
 		}
-		if v, _ := m.value("meshca_ca_not_after_timestamp_seconds", "slot=current", "cert=intermediate"); v < float64(time.Now().Unix()) {
+		if v, _ := m.Value("meshca_ca_not_after_timestamp_seconds", "slot=current", "cert=intermediate"); v < float64(time.Now().Unix()) {
 			t.Errorf("CA intermediate expiry %v is in the past", v)
 		}
 	})
 
 	t.Run("health", func(t *testing.T) {
 		for _, path := range []string{"/healthz", "/readyz"} {
-			code, body, err := get(ctx, d.healthAddr, path)
+			code, body, err := daemontest.Get(ctx, d.HealthAddr, path)
 			if err != nil || code != http.StatusOK {
 				t.Errorf("GET %s: %d %v %s", path, code, err, body)
 			}
@@ -174,10 +175,10 @@ func TestServeWithChartRBAC(t *testing.T) {
 	})
 
 	t.Run("no forbidden errors", func(t *testing.T) {
-		logs := d.logs.String()
+		logs := d.Log()
 		// The log is the one we think: the grep below would pass on an empty one.
 		if !strings.Contains(logs, "Successfully acquired lease") || !strings.Contains(logs, "caBundle updated") {
-			t.Fatalf("meshca's log lacks the lease and caBundle lines:\n%s", tail(logs, 4000))
+			t.Fatalf("meshca's log lacks the lease and caBundle lines:\n%s", daemontest.Tail(logs, 4000))
 		}
 		for _, line := range strings.Split(logs, "\n") {
 			if strings.Contains(strings.ToLower(line), "forbidden") {
@@ -187,7 +188,7 @@ func TestServeWithChartRBAC(t *testing.T) {
 	})
 
 	t.Run("graceful shutdown", func(t *testing.T) {
-		took, err := d.stop(t, syscall.SIGTERM, 10*time.Second)
+		took, err := d.Stop(t, syscall.SIGTERM, 10*time.Second)
 		if err != nil {
 			t.Fatalf("meshca after SIGTERM: %v", err)
 		}
@@ -220,12 +221,12 @@ func TestServeWithChartRBACNamespaces(t *testing.T) {
 	if !contains(r.args, "--watch-namespaces="+granted) {
 		t.Fatalf("the chart's args lack --watch-namespaces=%s: %v", granted, r.args)
 	}
-	d := startDaemon(t, "scoped", withFlags(r.args,
+	d := daemontest.Start(t, "scoped", daemontest.WithFlags(r.args,
 		"--kubeconfig="+impersonatingKubeconfig(t, env, r),
 		"--webhook-names=127.0.0.1",
 	))
-	pointWebhookAt(t, env, r, d.webhookPort)
-	d.waitReady(t, 60*time.Second)
+	pointWebhookAt(t, env, r, d.WebhookPort)
+	d.WaitReady(t, 60*time.Second)
 
 	// The API server refuses the ServiceAccount a Secret in the other
 	// namespace, whatever meshca would do.
@@ -254,7 +255,7 @@ func TestServeWithChartRBACNamespaces(t *testing.T) {
 	waitSecret(t, env, granted, "local-tls")
 	// The Secret in the namespace meshca may not touch is refused with a
 	// Warning Event on the TLSContext, not retried against the API server.
-	eventually(t, 30*time.Second, "a CrossNamespaceRefused Event for the cross-namespace Secret", func(ctx context.Context) (bool, error) {
+	daemontest.Eventually(t, 30*time.Second, "a CrossNamespaceRefused Event for the cross-namespace Secret", func(ctx context.Context) (bool, error) {
 		list, err := env.Clientset.EventsV1().Events(granted).List(ctx, metav1.ListOptions{})
 		if err != nil {
 			return false, err
@@ -271,7 +272,7 @@ func TestServeWithChartRBACNamespaces(t *testing.T) {
 	}
 	// Within its namespaces meshca keeps to what it may do: no refusals, and
 	// no trust bundle attempts in namespaces it cannot see.
-	for _, line := range strings.Split(d.logs.String(), "\n") {
+	for _, line := range strings.Split(d.Log(), "\n") {
 		if strings.Contains(strings.ToLower(line), "forbidden") || strings.Contains(line, `"controller":"trustbundle"`) && strings.Contains(line, "error") {
 			t.Errorf("meshca strays outside rbac.namespaces: %s", line)
 		}
@@ -289,7 +290,7 @@ func TestServeWithChartRBACNamespaces(t *testing.T) {
 func waitSecret(t *testing.T, env *testenv.Env, ns, name string) *corev1.Secret {
 	t.Helper()
 	s := &corev1.Secret{}
-	eventually(t, 30*time.Second, "Secret "+ns+"/"+name, func(ctx context.Context) (bool, error) {
+	daemontest.Eventually(t, 30*time.Second, "Secret "+ns+"/"+name, func(ctx context.Context) (bool, error) {
 		err := env.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, s)
 		return err == nil && len(s.Data) > 0, client.IgnoreNotFound(err)
 	})
