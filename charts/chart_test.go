@@ -23,7 +23,6 @@ func TestMain(m *testing.M) { testenv.Main(m) }
 var update = flag.Bool("update", false, "rewrite testdata/*.golden and charts/meshca/README.md")
 
 const (
-	helmVersion = "v3.22.0"
 	releaseName = "meshca"
 	// goldenNamespace is the release namespace of the golden renders.
 	goldenNamespace = "meshca-system"
@@ -32,8 +31,7 @@ const (
 var (
 	chartDir = filepath.Join(testenv.RepoRoot(), "charts", "meshca")
 
-	// helmPath builds helm once per test binary into the tool cache.
-	helmPath = func() (string, error) { return testenv.GoTool("helm", "helm.sh/helm/v3/cmd/helm", helmVersion) }
+	helmPath = testenv.Helm
 
 	// readChart reads every file of the chart once in this process. helm
 	// reads them in a subprocess, which go test's result cache cannot see;

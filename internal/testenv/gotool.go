@@ -41,3 +41,9 @@ func GoTool(name, pkg, version string, env ...string) (string, error) {
 	}))
 	return f.(func() (string, error))()
 }
+
+// HelmVersion is the helm the chart tests and hack/run.sh use.
+const HelmVersion = "v3.22.0"
+
+// Helm returns the helm binary from the tool cache.
+func Helm() (string, error) { return GoTool("helm", "helm.sh/helm/v3/cmd/helm", HelmVersion) }

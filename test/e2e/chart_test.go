@@ -47,7 +47,7 @@ func (r release) groups() []string {
 // the test ends.
 func installChart(t *testing.T, env *testenv.Env, name, namespace string, helmArgs ...string) release {
 	t.Helper()
-	helm := mustBinary(t, helmBinary)
+	helm := mustBinary(t, testenv.Helm)
 	home := t.TempDir()
 	args := append([]string{"template", name, filepath.Join(testenv.RepoRoot(), "charts", "meshca"), "--namespace", namespace}, helmArgs...)
 	cmd := exec.Command(helm, args...)
