@@ -18,6 +18,13 @@ import (
 // replicas' writes.
 const DefaultCAPollInterval = 10 * time.Second
 
+// DefaultCAPublishGrace is how long a next CA stays in the trust bundle, as
+// published by this replica, before it may start signing: time for the
+// bundle ConfigMaps to reach kubelet's mounted copies and for consumers to
+// reload them. It matters when the replica that prepared the next CA died
+// before publishing it and its successor finds the activation time passed.
+const DefaultCAPublishGrace = 2 * time.Minute
+
 // CAStore loads and saves the CA state; *ca.SecretStore is one. Save must
 // refuse a state whose ResourceVersion is stale with an error wrapping
 // ca.ErrConflict, create the store for an empty ResourceVersion (an error
@@ -53,6 +60,12 @@ type CARotatorConfig struct {
 	// the issuer sign with the state's Current CA and publish its Bundle;
 	// an error is logged and the state is offered again at the next change.
 	OnChange func(ctx context.Context, st *ca.State) error
+	// PublishGrace is the least time between this rotator first handing a
+	// state with a given next CA to OnChange (which publishes it in the
+	// bundles) and activating that CA; 0 means DefaultCAPublishGrace, a
+	// negative value none. It never delays activation past the current
+	// CA's expiry.
+	PublishGrace time.Duration
 	// Log receives what the rotator does; nil discards it.
 	Log *slog.Logger
 }
@@ -63,6 +76,9 @@ type CARotatorConfig struct {
 // CLI) never lose an update. It runs only on the leader.
 type CARotator struct {
 	cfg CARotatorConfig
+	// published is when this rotator first offered each next CA (by
+	// fingerprint) to OnChange; only the rotator's goroutine uses it.
+	published map[string]time.Time
 }
 
 // NewCARotator checks cfg and fills its defaults.
@@ -103,7 +119,10 @@ func NewCARotator(cfg CARotatorConfig) (*CARotator, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	return &CARotator{cfg: cfg}, nil
+	if cfg.PublishGrace == 0 {
+		cfg.PublishGrace = DefaultCAPublishGrace
+	}
+	return &CARotator{cfg: cfg, published: map[string]time.Time{}}, nil
 }
 
 // Start loads the state, then takes every due step and waits for the next
@@ -141,6 +160,9 @@ func (r *CARotator) tick(ctx context.Context, st *ca.State) (*ca.State, time.Dur
 	for range 10 {
 		now := r.cfg.Clock.Now()
 		step, at := NextCAStep(now, ViewOf(st), r.cfg.Policy)
+		if step == CAStepActivateNext {
+			at = r.notBeforePublished(st, at)
+		}
 		if step == CAStepNone || at.After(now) {
 			wait := r.cfg.PollInterval
 			if step != CAStepNone && at.Sub(now) < wait {
@@ -227,7 +249,36 @@ func (r *CARotator) reload(ctx context.Context, st *ca.State) *ca.State {
 	}
 }
 
+// notBeforePublished moves an activation at `at` to the end of the publish
+// grace of st's next CA, capped at the current CA's expiry.
+func (r *CARotator) notBeforePublished(st *ca.State, at time.Time) time.Time {
+	if r.cfg.PublishGrace < 0 || st.Next == nil {
+		return at
+	}
+	seen, ok := r.published[st.Next.Fingerprint()]
+	if !ok {
+		// Not yet offered to OnChange (cannot happen: every state the
+		// rotator decides on went through changed first); wait a grace.
+		seen = r.cfg.Clock.Now()
+	}
+	t := seen.Add(r.cfg.PublishGrace)
+	if st.Current != nil && st.Current.Root != nil {
+		if end := ViewOf(st).Current.NotAfter; end.Before(t) {
+			t = end
+		}
+	}
+	if t.After(at) {
+		return t
+	}
+	return at
+}
+
 func (r *CARotator) changed(ctx context.Context, st *ca.State) {
+	if st.Next != nil {
+		if fp := st.Next.Fingerprint(); r.published[fp].IsZero() {
+			r.published[fp] = r.cfg.Clock.Now()
+		}
+	}
 	if err := r.cfg.OnChange(ctx, st); err != nil {
 		r.cfg.Log.Error("apply CA change", "error", err)
 	}

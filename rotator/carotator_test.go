@@ -500,3 +500,49 @@ func TestCARotatorStartErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestCARotatorPublishGrace: a replica that finds a next CA whose
+// activation time has passed (its predecessor as leader died after storing
+// it, perhaps before publishing it) publishes it and waits the publish
+// grace before it signs with it; never past the current CA's expiry.
+func TestCARotatorPublishGrace(t *testing.T) {
+	t.Parallel()
+	cases := map[string]struct {
+		currentLife time.Duration // of A, created at t0
+		wantAt      time.Duration // activation, after the restart at 60h
+	}{
+		"overdue activation waits the grace": {100 * time.Hour, DefaultCAPublishGrace},
+		"never past the current CA's expiry": {60*time.Hour + time.Minute, time.Minute},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			clk := clocktesting.NewFakeClock(t0)
+			a := newTestCA(t, clk, tc.currentLife)
+			store := &memStore{}
+			if _, err := store.Save(context.Background(), ca.NewState(a, "generated", t0)); err != nil {
+				t.Fatal(err)
+			}
+			forced := t0.Add(hours(55))
+			st := store.state(t).WithNext(newTestCA(t, clk, 100*time.Hour), "generated", t0.Add(hours(50)), &forced)
+			if _, err := store.Save(context.Background(), st); err != nil {
+				t.Fatal(err)
+			}
+			restart := t0.Add(hours(60))
+			clk.SetTime(restart)
+			saves := store.saves
+			rr := startRotator(t, clk, store)
+			if got := rr.lastChange(t); fp(got.Next) != fp(st.Next) {
+				t.Fatalf("OnChange at start got next %s, want %s published first", fp(got.Next), fp(st.Next))
+			}
+			rr.advanceTo(t, restart.Add(tc.wantAt-time.Second))
+			if store.saves != saves {
+				t.Fatalf("activated %s after the restart, before the %s grace", clk.Now().Sub(restart), tc.wantAt)
+			}
+			rr.advanceTo(t, restart.Add(tc.wantAt))
+			if after := store.state(t); fp(after.Current) != fp(st.Next) {
+				t.Fatalf("%s after the restart: slots %s after %d saves, want %s current", tc.wantAt, slots(after), store.saves-saves, fp(st.Next))
+			}
+		})
+	}
+}

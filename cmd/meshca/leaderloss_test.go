@@ -76,6 +76,9 @@ func TestServeLeaderLossMidRotation(t *testing.T) {
 	args := daemontest.WithFlags(daemontest.ServeArgs(env, ns),
 		"--watch-namespaces="+ns+","+app,
 		"--leaf-duration="+llLeaf.String(),
+		// A replacement first sees B well before its activation time; a
+		// short grace keeps that activation at the recorded time.
+		"--ca-publish-grace=3s",
 		"--leader-election-lease-duration="+llLease.String(),
 		"--leader-election-renew-deadline="+llRenewDeadline.String(),
 		"--leader-election-retry-period="+llRetry.String(),

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/meshca/meshca/rotator"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/term"
@@ -35,6 +36,7 @@ type serveOptions struct {
 	trustDomain          string
 	clusterDomain        string
 	leafDuration         time.Duration
+	caPublishGrace       time.Duration
 	keyAlgorithm         string
 	auditSchedule        string
 	maxIssuanceRate      float64
@@ -70,6 +72,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.trustDomain, "trust-domain", "cluster.local", "SPIFFE trust domain of issued identities (spiffe://<trust-domain>/ns/<ns>/sa/<sa>)")
 	fs.StringVar(&o.clusterDomain, "cluster-domain", "cluster.local", "DNS suffix of Services (<svc>.<ns>.svc.<cluster-domain>)")
 	fs.DurationVar(&o.leafDuration, "leaf-duration", 24*time.Hour, "default lifetime of issued certificates")
+	fs.DurationVar(&o.caPublishGrace, "ca-publish-grace", rotator.DefaultCAPublishGrace, "least time a next CA is in the trust bundles this leader published before it starts signing, even when its activation time has passed (a leader that died before publishing it); 0: none")
 	fs.StringVar(&o.keyAlgorithm, "key-algorithm", "ecdsa-p256", "default key algorithm of issued certificates: ecdsa-p256, ecdsa-p384, rsa-2048, rsa-3072, rsa-4096 or ed25519")
 	fs.StringVar(&o.auditSchedule, "audit-schedule", "@every 5m", "cron spec of the sweep that re-checks every managed Secret and repairs drift")
 	fs.Float64Var(&o.maxIssuanceRate, "max-issuance-rate", 50, "certificates signed per second at most (a burst of the same size is allowed)")
@@ -102,6 +105,9 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 // validate checks what flag parsing alone cannot.
 func (o *serveOptions) validate() error {
 	var errs []error
+	if o.caPublishGrace < 0 {
+		errs = append(errs, fmt.Errorf("--ca-publish-grace must not be negative, got %s", o.caPublishGrace))
+	}
 	if o.leafDuration <= 0 {
 		errs = append(errs, fmt.Errorf("--leaf-duration must be positive, got %s", o.leafDuration))
 	}

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/time/rate"
 	"k8s.io/apimachinery/pkg/labels"
@@ -134,9 +135,10 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	// each change reaches both issuers, the trust bundle, every ca.crt, the
 	// bundle ConfigMaps and the webhook's caBundle.
 	caRotator, err := rotator.NewCARotator(rotator.CARotatorConfig{
-		Store:  store,
-		Policy: rotator.CAPolicy{MaxLeafLifetime: o.leafDuration},
-		Log:    log.With("component", "ca-rotator"),
+		Store:        store,
+		Policy:       rotator.CAPolicy{MaxLeafLifetime: o.leafDuration},
+		PublishGrace: publishGrace(o.caPublishGrace),
+		Log:          log.With("component", "ca-rotator"),
 		OnChange: func(ctx context.Context, st *ca.State) error {
 			live.Store(st)
 			setSigners := func() error {
@@ -337,4 +339,13 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 		work.ResyncAll(ctx)
 		bundle.ResyncAll(ctx)
 	}, nil
+}
+
+// publishGrace maps --ca-publish-grace to the rotator's setting, where 0
+// means the default and a negative value none.
+func publishGrace(flag time.Duration) time.Duration {
+	if flag == 0 {
+		return -1
+	}
+	return flag
 }
