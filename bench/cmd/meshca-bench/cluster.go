@@ -109,6 +109,11 @@ func (b *bench) ensureNamespace(ctx context.Context, name string, labels map[str
 // startMeshca runs the meshca binary against the control plane and waits
 // until /readyz answers.
 func (b *bench) startMeshca(ctx context.Context, tag string, extra ...string) (*proc, error) {
+	return b.startMeshcaBin(ctx, b.o.meshca, tag, extra...)
+}
+
+// startMeshcaBin is startMeshca with another meshca binary (-webhook-compare).
+func (b *bench) startMeshcaBin(ctx context.Context, bin, tag string, extra ...string) (*proc, error) {
 	ports := freePorts(3)
 	metricsAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	healthAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
@@ -124,7 +129,7 @@ func (b *bench) startMeshca(ctx context.Context, tag string, extra ...string) (*
 		"--log-format=json",
 	}
 	args = append(args, extra...)
-	p, err := startProc("meshca", b.o.meshca, filepath.Join(b.o.workDir, "meshca-"+tag+".log"), args...)
+	p, err := startProc("meshca", bin, filepath.Join(b.o.workDir, "meshca-"+tag+".log"), args...)
 	if err != nil {
 		return nil, err
 	}
