@@ -227,8 +227,11 @@ func renderFile(path string) error {
 	if err := json.Unmarshal(b, &res); err != nil {
 		return err
 	}
+	res.checkGoals() // files from before the goals' basis was recorded
 	res.print(os.Stdout)
 	fmt.Println()
 	res.markdown(os.Stdout)
+	fmt.Println()
+	res.markdownGoals(os.Stdout)
 	return nil
 }
