@@ -206,16 +206,49 @@ func (b *bench) createTLSContexts(ctx context.Context, ns string, n int) (map[st
 }
 
 // emptyNamespace deletes the TLSContexts and Secrets of ns (no namespace
-// controller runs here, so the namespace itself stays).
+// controller runs here, so the namespace itself stays). A DeleteCollection of
+// thousands can outlast the request timeout while the API server carries on;
+// then it checks whether the list is empty and, if not, deletes again.
 func (b *bench) emptyNamespace(ctx context.Context, ns string) error {
 	dyn, err := dynamic.NewForConfig(b.cfg)
 	if err != nil {
 		return err
 	}
-	if err := dyn.Resource(tlsContextGVR).Namespace(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return err
+	tcs := dyn.Resource(tlsContextGVR).Namespace(ns)
+	secrets := b.cs.CoreV1().Secrets(ns)
+	for _, c := range []struct {
+		del   func() error
+		empty func() (bool, error)
+	}{
+		{func() error { return tcs.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) },
+			func() (bool, error) {
+				l, err := tcs.List(ctx, metav1.ListOptions{Limit: 1})
+				return err == nil && len(l.Items) == 0, err
+			}},
+		{func() error { return secrets.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) },
+			func() (bool, error) {
+				l, err := secrets.List(ctx, metav1.ListOptions{Limit: 1})
+				return err == nil && len(l.Items) == 0, err
+			}},
+	} {
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			err := c.del()
+			if err == nil || apierrors.IsNotFound(err) {
+				break
+			}
+			if !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) {
+				return err
+			}
+			if empty, _ := c.empty(); empty {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("empty namespace %s: %w", ns, err)
+			}
+		}
 	}
-	return b.cs.CoreV1().Secrets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	return nil
 }
 
 // apiRequests is the API server's count of resource requests so far

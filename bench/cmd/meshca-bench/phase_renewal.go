@@ -135,6 +135,7 @@ func (b *bench) renewRound(ctx context.Context, n int, lim limits, measureMemory
 		if err != nil {
 			return err
 		}
+		log.Printf("peak RSS with %d managed (fresh start, every Secret valid): %.1f MiB", n, v)
 		b.res.add("5 memory", fmt.Sprintf("peak RSS, %d managed", n), "MiB", v).Note = "fresh start, every Secret valid"
 	}
 	return b.emptyNamespace(ctx, ns)
