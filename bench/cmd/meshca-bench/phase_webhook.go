@@ -31,6 +31,10 @@ import (
 // heap, the client and the API server open and reuse their connections.
 const webhookWarmup = time.Second
 
+// failedLatency is what a failed webhook request counts as: the timeout of
+// the harness's client and of the webhook registration (timeoutSeconds).
+const failedLatency = 10 * time.Second
+
 func benchDeployment(ns, name string) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
 	return &appsv1.Deployment{
@@ -51,13 +55,15 @@ func benchDeployment(ns, name string) *appsv1.Deployment {
 // call at start + i/rate, each on its own goroutine so that a slow answer
 // does not delay the next call. A call whose time has passed (the harness
 // was not scheduled) starts at once, so the count never shrinks. It returns
-// the sorted latencies, each from the start of its call, and the failures.
-func openLoop(rate int, d time.Duration, fn func(i int) error) ([]time.Duration, int) {
+// the sorted latencies, each from the start of its call, and the errors.
+// A failed call stays in the latencies at failedLatency at least, so
+// failures can only raise a percentile, never lower it.
+func openLoop(rate int, d time.Duration, fn func(i int) error) ([]time.Duration, []error) {
 	n := int(d.Seconds() * float64(rate))
 	interval := time.Second / time.Duration(rate)
 	lat := make([]time.Duration, 0, n)
 	var mu sync.Mutex
-	var fails int
+	var errs []error
 	var wg sync.WaitGroup
 	start := time.Now()
 	for i := range n {
@@ -73,15 +79,15 @@ func openLoop(rate int, d time.Duration, fn func(i int) error) ([]time.Duration,
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				fails++
-				return
+				errs = append(errs, err)
+				l = max(l, failedLatency)
 			}
 			lat = append(lat, l)
 		}()
 	}
 	wg.Wait()
 	slices.Sort(lat)
-	return lat, fails
+	return lat, errs
 }
 
 // trustBundle waits for meshca's trust bundle ConfigMap in its namespace.
@@ -149,8 +155,12 @@ type webhookPath struct {
 	fn   func(int) error
 }
 
-// webhookLatencies: p50 and p99 of each path name, one value per run.
-type webhookLatencies struct{ p50, p99 map[string][]float64 }
+// webhookLatencies: p50 and p99 of each path name, one value per run, and
+// the requests sent and failed over all runs.
+type webhookLatencies struct {
+	p50, p99     map[string][]float64
+	sent, failed map[string]int
+}
 
 func (l *webhookLatencies) add(name string, lat []time.Duration) (p50, p99 float64) {
 	p50, p99 = secs(percentile(lat, 0.5))*1000, secs(percentile(lat, 0.99))*1000
@@ -163,14 +173,19 @@ func (l *webhookLatencies) add(name string, lat []time.Duration) (p50, p99 float
 // the measured run.
 func (b *bench) measure(path webhookPath, run int, into *webhookLatencies) error {
 	warm := int(webhookWarmup.Seconds() * float64(b.o.webhookRate))
-	if _, fails := openLoop(b.o.webhookRate, webhookWarmup, func(i int) error { return path.fn(i) }); fails > 0 {
-		return fmt.Errorf("webhook %s: %d of %d warm-up requests failed", path.name, fails, warm)
-	}
+	openLoop(b.o.webhookRate, webhookWarmup, func(i int) error { return path.fn(i) })
 	d := time.Duration(b.o.webhookSecs) * time.Second
-	lat, fails := openLoop(b.o.webhookRate, d, func(i int) error { return path.fn(warm + i) })
-	if fails > 0 {
-		return fmt.Errorf("webhook %s: %d of %d requests failed", path.name, fails, fails+len(lat))
+	lat, errs := openLoop(b.o.webhookRate, d, func(i int) error { return path.fn(warm + i) })
+	// A few failures on an overloaded machine are a result (counted, and
+	// slowest in the percentiles); many mean the setup is broken.
+	if len(errs) > len(lat)/10 {
+		return fmt.Errorf("webhook %s: %d of %d requests failed, the first: %w", path.name, len(errs), len(lat), errs[0])
 	}
+	if len(errs) > 0 {
+		log.Printf("webhook %s run %d: %d of %d requests failed, the first: %v", path.name, run, len(errs), len(lat), errs[0])
+	}
+	into.failed[path.name] += len(errs)
+	into.sent[path.name] += len(lat)
 	p50, p99 := into.add(path.name, lat)
 	log.Printf("webhook %s run %d: %d requests at %d/s, p50 %.2f ms p99 %.2f ms", path.name, run, len(lat), b.o.webhookRate, p50, p99)
 	return nil
@@ -201,7 +216,7 @@ func (b *bench) phaseWebhook(ctx context.Context) error {
 	}
 	n := (b.o.webhookSecs + int(webhookWarmup.Seconds()) + 1) * b.o.webhookRate
 	bodies := reviewBodies(n)
-	lat := &webhookLatencies{p50: map[string][]float64{}, p99: map[string][]float64{}}
+	lat := &webhookLatencies{p50: map[string][]float64{}, p99: map[string][]float64{}, sent: map[string]int{}, failed: map[string]int{}}
 	var names []string
 	for run := range b.o.webhookRuns {
 		for _, bin := range bins {
@@ -233,6 +248,10 @@ func (b *bench) phaseWebhook(ctx context.Context) error {
 	for _, name := range names {
 		b.res.add(sec, "webhook p50 "+name, "ms", lat.p50[name]...).Note = note
 		b.res.add(sec, "webhook p99 "+name, "ms", lat.p99[name]...).Note = note
+		if lat.failed[name] > 0 {
+			b.res.add(sec, "webhook failed requests "+name, "%", 100*float64(lat.failed[name])/float64(lat.sent[name])).Note =
+				fmt.Sprintf("%d of %d over all runs; each counted as %s in the percentiles", lat.failed[name], lat.sent[name], failedLatency)
+		}
 	}
 	return nil
 }
