@@ -150,12 +150,15 @@ func reconciled() float64 {
 
 // parallel runs fn(i) for i in [0,n) on createWorkers goroutines and
 // returns the first error.
-func parallel(n int, fn func(i int) error) error {
+func parallel(n int, fn func(i int) error) error { return parallelN(n, createWorkers, fn) }
+
+// parallelN is parallel on the given number of goroutines.
+func parallelN(n, workers int, fn func(i int) error) error {
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
 	next := make(chan int)
-	for range min(createWorkers, n) {
+	for range min(workers, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
