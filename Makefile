@@ -19,7 +19,7 @@ FUZZTIME           ?= 20s
 export KUBEBUILDER_ASSETS := $(KUBE_BIN)
 export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 90s
 
-.PHONY: build test unit lint kube run bench fuzz image clean help
+.PHONY: build test unit lint kube run bench bench-long fuzz image clean help
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -48,12 +48,17 @@ unit: ## Only the tests that need no control plane (-short).
 run: ## Local control plane + meshca (with the chart's RBAC) + examples + a real mTLS check; until Ctrl-C (RUN_ONCE=1: exit after the check).
 	@RUN_ONCE=$(RUN_ONCE) hack/run.sh
 
-# The harness's sizes fit the 20-minute budget on 2 shared cores; see
-# bench/RESULTS.md for what was left out and why.
+# The harness's sizes fit the 20-minute budget on 2 shared cores (tool cache
+# warm); see bench/RESULTS.md. cert-manager at its default client limits is
+# capped at 150 s there (a lower bound, with a labelled projection);
+# BENCH_LONG=1 (or make bench-long) lets it run to completion instead, which
+# takes about 15 more minutes.
 BENCH_COUNT ?= 5
-BENCH_FLAGS ?= -ready-n 100,1000 -ready-runs 3 -cm-n 1000 -cm-timeout 150s -renew-n 1000 -renew-rated-max 1000 \
-	-mem-unrelated 20000 -mem-runs 3 -webhook-rate 100 -webhook-seconds 5 -webhook-runs 3 \
-	-skipped "renewal at N=10000: preparing 10,000 short-lived certificates and renewing them takes about 10 minutes on 2 shared cores, beyond the budget; memory at 10,000 managed rides on that run"
+BENCH_FLAGS ?= -ready-n 100,1000 -ready-runs 3 -cm-n 1000 -cm-timeout 150s -renew-n 1000,10000 -renew-rated-max 1000 \
+	-mem-unrelated 20000 -mem-runs 3 -webhook-rate 100 -webhook-seconds 5 -webhook-runs 3
+ifneq ($(BENCH_LONG),)
+BENCH_FLAGS += -cm-timeout 45m
+endif
 
 bench: build kube ## Go benchmarks and the load harness (local control plane, cert-manager peer); prints one summary table.
 	@mkdir -p bench/out
@@ -63,6 +68,9 @@ bench: build kube ## Go benchmarks and the load harness (local control plane, ce
 	go test -run '^$$' -bench '^BenchmarkServeHTTP$$' -benchmem -count $(BENCH_COUNT) ./webhook | tee -a bench/out/gobench.txt; \
 	bin/meshca-bench -meshca bin/meshca -cert-manager "$$cm" -gobench bench/out/gobench.txt \
 		-out bench/out/results.json -work bench/out $(BENCH_FLAGS) 2>&1 | tee bench/out/harness.log
+
+bench-long: ## make bench, with cert-manager at its default limits run to completion (BENCH_LONG=1).
+	@$(MAKE) bench BENCH_LONG=1
 
 fuzz: ## Run every fuzz target for FUZZTIME each.
 	@for spec in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs grep -ho '^func Fuzz[A-Za-z0-9_]*' | sort -u | sed 's/func //'); do \

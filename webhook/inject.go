@@ -116,11 +116,14 @@ func plan(w *workload, in injection) ([]patchOp, error) {
 		// Nothing to inject into; validation will refuse the object.
 		return nil, nil
 	}
-	for _, c := range append(spec.InitContainers[:len(spec.InitContainers):len(spec.InitContainers)], spec.Containers...) {
-		if c.Name == "" {
-			// Unnamed (or null) containers fail validation; patching
-			// one would fail first with a less helpful error.
-			return nil, nil
+	// Unnamed (or null) containers fail validation; patching one would
+	// fail first with a less helpful error. (Checked in place: a Container
+	// is large, and copying the lists cost more than the rest of the plan.)
+	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for i := range list {
+			if list[i].Name == "" {
+				return nil, nil
+			}
 		}
 	}
 	var vols []corev1.Volume

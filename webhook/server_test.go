@@ -226,3 +226,58 @@ func TestNewRequiresCertificates(t *testing.T) {
 		t.Error("New without Certificates: no error")
 	}
 }
+
+// TestStartProtocols: HTTP/1.1 only unless EnableHTTP2, whatever the client
+// offers (the API server offers h2 first).
+func TestStartProtocols(t *testing.T) {
+	t.Parallel()
+	pki := testpki.New(t)
+	leaf := pki.Leaf(t, testpki.LeafOptions{IPs: []net.IP{net.ParseIP("127.0.0.1")}})
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(pki.RootPEM)
+	body := reviewBody(t, request(t, admissionv1.Create, deployment("web", trustAnn, podTemplate("app"))))
+	cases := map[string]struct {
+		enableHTTP2 bool
+		want        string
+	}{
+		"default":     {false, "HTTP/1.1"},
+		"EnableHTTP2": {true, "HTTP/2.0"},
+	}
+	for name, tc := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			src := newKeyPair()
+			loadLeaf(t, src, leaf)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := New(Config{Listener: ln, Certificates: src, EnableHTTP2: tc.enableHTTP2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- s.Start(ctx) }()
+			defer func() {
+				cancel()
+				if err := <-done; err != nil {
+					t.Errorf("Start: %v", err)
+				}
+			}()
+			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
+			for range 2 { // the second request reuses the connection
+				resp, err := c.Post("https://"+ln.Addr().String()+Path, "application/json", bytes.NewReader(body))
+				if err != nil {
+					t.Fatalf("POST: %v", err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 || resp.Proto != tc.want {
+					t.Errorf("status %d over %s, want 200 over %s", resp.StatusCode, resp.Proto, tc.want)
+				}
+			}
+		})
+	}
+}

@@ -109,6 +109,11 @@ func (b *bench) ensureNamespace(ctx context.Context, name string, labels map[str
 // startMeshca runs the meshca binary against the control plane and waits
 // until /readyz answers.
 func (b *bench) startMeshca(ctx context.Context, tag string, extra ...string) (*proc, error) {
+	return b.startMeshcaBin(ctx, b.o.meshca, tag, extra...)
+}
+
+// startMeshcaBin is startMeshca with another meshca binary (-webhook-compare).
+func (b *bench) startMeshcaBin(ctx context.Context, bin, tag string, extra ...string) (*proc, error) {
 	ports := freePorts(3)
 	metricsAddr = fmt.Sprintf("127.0.0.1:%d", ports[0])
 	healthAddr = fmt.Sprintf("127.0.0.1:%d", ports[1])
@@ -124,7 +129,7 @@ func (b *bench) startMeshca(ctx context.Context, tag string, extra ...string) (*
 		"--log-format=json",
 	}
 	args = append(args, extra...)
-	p, err := startProc("meshca", b.o.meshca, filepath.Join(b.o.workDir, "meshca-"+tag+".log"), args...)
+	p, err := startProc("meshca", bin, filepath.Join(b.o.workDir, "meshca-"+tag+".log"), args...)
 	if err != nil {
 		return nil, err
 	}
@@ -145,12 +150,15 @@ func reconciled() float64 {
 
 // parallel runs fn(i) for i in [0,n) on createWorkers goroutines and
 // returns the first error.
-func parallel(n int, fn func(i int) error) error {
+func parallel(n int, fn func(i int) error) error { return parallelN(n, createWorkers, fn) }
+
+// parallelN is parallel on the given number of goroutines.
+func parallelN(n, workers int, fn func(i int) error) error {
 	var wg sync.WaitGroup
 	var once sync.Once
 	var first error
 	next := make(chan int)
-	for range min(createWorkers, n) {
+	for range min(workers, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -201,16 +209,49 @@ func (b *bench) createTLSContexts(ctx context.Context, ns string, n int) (map[st
 }
 
 // emptyNamespace deletes the TLSContexts and Secrets of ns (no namespace
-// controller runs here, so the namespace itself stays).
+// controller runs here, so the namespace itself stays). A DeleteCollection of
+// thousands can outlast the request timeout while the API server carries on;
+// then it checks whether the list is empty and, if not, deletes again.
 func (b *bench) emptyNamespace(ctx context.Context, ns string) error {
 	dyn, err := dynamic.NewForConfig(b.cfg)
 	if err != nil {
 		return err
 	}
-	if err := dyn.Resource(tlsContextGVR).Namespace(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}); err != nil && !apierrors.IsNotFound(err) {
-		return err
+	tcs := dyn.Resource(tlsContextGVR).Namespace(ns)
+	secrets := b.cs.CoreV1().Secrets(ns)
+	for _, c := range []struct {
+		del   func() error
+		empty func() (bool, error)
+	}{
+		{func() error { return tcs.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) },
+			func() (bool, error) {
+				l, err := tcs.List(ctx, metav1.ListOptions{Limit: 1})
+				return err == nil && len(l.Items) == 0, err
+			}},
+		{func() error { return secrets.DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{}) },
+			func() (bool, error) {
+				l, err := secrets.List(ctx, metav1.ListOptions{Limit: 1})
+				return err == nil && len(l.Items) == 0, err
+			}},
+	} {
+		deadline := time.Now().Add(5 * time.Minute)
+		for {
+			err := c.del()
+			if err == nil || apierrors.IsNotFound(err) {
+				break
+			}
+			if !apierrors.IsTimeout(err) && !apierrors.IsServerTimeout(err) {
+				return err
+			}
+			if empty, _ := c.empty(); empty {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("empty namespace %s: %w", ns, err)
+			}
+		}
 	}
-	return b.cs.CoreV1().Secrets(ns).DeleteCollection(ctx, metav1.DeleteOptions{}, metav1.ListOptions{})
+	return nil
 }
 
 // apiRequests is the API server's count of resource requests so far

@@ -45,9 +45,12 @@ type options struct {
 	webhookRate  int
 	webhookSecs  int
 	webhookRuns  int
-	cmN          int
-	cmTimeout    time.Duration
-	phases       string
+	// webhookCompare is a second meshca binary measured in the webhook
+	// phase's same runs (a before/after comparison); "" measures one.
+	webhookCompare string
+	cmN            int
+	cmTimeout      time.Duration
+	phases         string
 }
 
 // bench holds the control plane and the harness's clients.
@@ -57,6 +60,9 @@ type bench struct {
 	cfg *rest.Config
 	cs  kubernetes.Interface
 	res *Results
+	// lastPhase is set while the run's last phase runs: what it creates
+	// need not be deleted.
+	lastPhase bool
 }
 
 func main() {
@@ -76,9 +82,12 @@ func main() {
 	flag.IntVar(&o.webhookRate, "webhook-rate", 100, "webhook requests per second")
 	flag.IntVar(&o.webhookSecs, "webhook-seconds", 5, "seconds per webhook run")
 	flag.IntVar(&o.webhookRuns, "webhook-runs", 3, "webhook runs per path")
+	flag.StringVar(&o.webhookCompare, "webhook-compare", "", "another meshca binary measured in the same webhook runs, right after -meshca (figures marked [compare])")
+	serveFloorAddr := flag.String("serve-floor", "", "internal: serve the webhook phase's trivial HTTPS handler on this address")
+	floorCA := flag.String("floor-ca", "", "internal: where -serve-floor writes its certificate")
 	flag.IntVar(&o.cmN, "cm-n", 1000, "objects per daemon in the cert-manager side-by-side")
 	flag.DurationVar(&o.cmTimeout, "cm-timeout", 4*time.Minute, "cap on one daemon's time to all-ready in the side-by-side (a capped figure is a lower bound)")
-	flag.StringVar(&o.phases, "phases", "ready,certmanager,webhook,renewal,memory", "phases to run, comma-separated")
+	flag.StringVar(&o.phases, "phases", "ready,certmanager,webhook,memory,renewal", "phases to run, comma-separated")
 	render := flag.String("render", "", "only print the table (text and Markdown) of an earlier JSON results file")
 	var skipped string
 	flag.StringVar(&skipped, "skipped", "", "sizes left out of this run and why, ';'-separated, recorded in the results")
@@ -86,6 +95,9 @@ func main() {
 	o.readyN, o.renewN = ints(readyN), ints(renewN)
 	o.floorRuns = o.readyRuns
 	log.SetFlags(log.Ltime)
+	if *serveFloorAddr != "" {
+		log.Fatal(serveFloor(*serveFloorAddr, *floorCA))
+	}
 	// envtest logs through controller-runtime; its messages are not results.
 	ctrllog.SetLogger(logr.Discard())
 	if *render != "" {
@@ -116,6 +128,11 @@ func run(o options) error {
 	var err error
 	if o.meshca, err = filepath.Abs(o.meshca); err != nil {
 		return err
+	}
+	if o.webhookCompare != "" {
+		if o.webhookCompare, err = filepath.Abs(o.webhookCompare); err != nil {
+			return err
+		}
 	}
 	if err := os.MkdirAll(o.workDir, 0o755); err != nil {
 		return err
@@ -163,7 +180,9 @@ func run(o options) error {
 		"ready": b.phaseReady, "certmanager": b.phaseCertManager, "webhook": b.phaseWebhook,
 		"renewal": b.phaseRenewal, "memory": b.phaseMemory,
 	}
-	for _, p := range strings.Split(o.phases, ",") {
+	names := strings.Split(o.phases, ",")
+	for i, p := range names {
+		b.lastPhase = i == len(names)-1
 		fn := phases[strings.TrimSpace(p)]
 		if fn == nil {
 			return fmt.Errorf("unknown phase %q", p)
@@ -213,8 +232,11 @@ func renderFile(path string) error {
 	if err := json.Unmarshal(b, &res); err != nil {
 		return err
 	}
+	res.checkGoals() // files from before the goals' basis was recorded
 	res.print(os.Stdout)
 	fmt.Println()
 	res.markdown(os.Stdout)
+	fmt.Println()
+	res.markdownGoals(os.Stdout)
 	return nil
 }

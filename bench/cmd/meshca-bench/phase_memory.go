@@ -20,13 +20,14 @@ func (b *bench) settledRSS(ctx context.Context, tag string, n int) (float64, err
 		return 0, err
 	}
 	defer p.stop()
-	deadline := time.Now().Add(3 * time.Minute)
+	wait := max(3*time.Minute, time.Duration(n)*30*time.Millisecond)
+	deadline := time.Now().Add(wait)
 	for reconciled() < float64(n) {
 		if err := p.exited(); err != nil {
 			return 0, err
 		}
 		if time.Now().After(deadline) {
-			return 0, fmt.Errorf("meshca reconciled %.0f of %d TLSContexts in 3m", reconciled(), n)
+			return 0, fmt.Errorf("meshca reconciled %.0f of %d TLSContexts in %s", reconciled(), n, wait)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}

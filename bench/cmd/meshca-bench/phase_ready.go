@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -15,6 +16,42 @@ type readyRun struct {
 	PeakRSS  int64
 	Ready    int
 	Capped   bool
+	// ReadyAt is when each ready Secret became valid, from the first
+	// create, sorted.
+	ReadyAt []time.Duration
+	// Requests is the API server's resource request count over the run,
+	// where measured.
+	Requests float64
+}
+
+// timeline is how many were ready at each tenth of the run, for the log:
+// "15s:0 30s:12 ...".
+func timeline(r readyRun, parts int) string {
+	var b strings.Builder
+	for k := 1; k <= parts; k++ {
+		at := r.Total * time.Duration(k) / time.Duration(parts)
+		n, _ := slices.BinarySearch(r.ReadyAt, at+1)
+		fmt.Fprintf(&b, "%s:%d ", at.Round(time.Second), n)
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// projectAllReady estimates, for a run capped before all n were ready,
+// when the last would have been: the cap plus the ones still missing at
+// the rate of the run's last third. It is an extrapolation, reported as
+// one; ok is false when nothing was ready in that last third.
+func projectAllReady(r readyRun, n int) (total time.Duration, rate float64, ok bool) {
+	if !r.Capped || r.Ready == 0 {
+		return 0, 0, false
+	}
+	from := r.Total * 2 / 3
+	i, _ := slices.BinarySearch(r.ReadyAt, from)
+	k := len(r.ReadyAt) - i
+	if k == 0 {
+		return 0, 0, false
+	}
+	rate = float64(k) / (r.Total - from).Seconds()
+	return r.Total + time.Duration(float64(n-r.Ready)/rate*float64(time.Second)), rate, true
 }
 
 // percentile of sorted durations (nearest rank).
@@ -44,7 +81,14 @@ func summarise(created, ready map[string]time.Time) readyRun {
 		lat = append(lat, r.Sub(c))
 	}
 	slices.Sort(lat)
-	return readyRun{Total: last.Sub(first), P50: percentile(lat, 0.5), P99: percentile(lat, 0.99), Ready: len(lat)}
+	var at []time.Duration
+	for name := range created {
+		if r, ok := ready[name]; ok {
+			at = append(at, r.Sub(first))
+		}
+	}
+	slices.Sort(at)
+	return readyRun{Total: last.Sub(first), P50: percentile(lat, 0.5), P99: percentile(lat, 0.99), Ready: len(lat), ReadyAt: at}
 }
 
 // meshcaReady runs meshca fresh, creates n TLSContexts in ns at once and

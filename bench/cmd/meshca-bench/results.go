@@ -22,8 +22,11 @@ type Figure struct {
 	Max     float64   `json:"max"`
 	// LowerBound marks a figure capped by a timeout: the true value is
 	// at least this.
-	LowerBound bool   `json:"lowerBound,omitempty"`
-	Note       string `json:"note,omitempty"`
+	LowerBound bool `json:"lowerBound,omitempty"`
+	// Projected marks an extrapolation from a capped run, not a
+	// measurement; the table prints it with "~".
+	Projected bool   `json:"projected,omitempty"`
+	Note      string `json:"note,omitempty"`
 }
 
 // Goal is a target on one figure's median.
@@ -31,8 +34,44 @@ type Goal struct {
 	Figure string  `json:"figure"`
 	Op     string  `json:"op"` // ">=" or "<="
 	Target float64 `json:"target"`
-	Met    *bool   `json:"met,omitempty"`
-	Text   string  `json:"text"`
+	// Met is nil when the figure is missing or is a lower bound that
+	// does not settle the goal.
+	Met  *bool  `json:"met,omitempty"`
+	Text string `json:"text"`
+	// Basis is "measured", or "lower bound" when the run was capped.
+	Basis string `json:"basis,omitempty"`
+	// Projected is the figure's "(projected)" companion, when the run was
+	// capped and a projection could be made. It never decides Met.
+	Projected *float64 `json:"projected,omitempty"`
+}
+
+// verdict is the goal's state in words.
+func (g *Goal) verdict() string {
+	switch {
+	case g.Met != nil && *g.Met:
+		return "met"
+	case g.Met != nil:
+		return "missed"
+	case g.Basis == "lower bound":
+		return "not shown"
+	}
+	return "n/a"
+}
+
+// basis says what the verdict rests on: "measured" or "lower bound (run
+// capped)", plus "; projected ~y" where there is a projection.
+func (g *Goal) basis(f *Figure) string {
+	if f == nil || len(f.Values) == 0 {
+		return ""
+	}
+	out := "measured"
+	if f.LowerBound {
+		out = "lower bound (run capped)"
+	}
+	if g.Projected != nil {
+		out += "; projected ~" + fmtNum(*g.Projected) + " (not measured)"
+	}
+	return out
 }
 
 // Results is the harness's JSON output.
@@ -96,6 +135,7 @@ func ratios(a, b []float64) []float64 {
 
 func (r *Results) checkGoals() {
 	for _, g := range r.Goals {
+		g.Met, g.Basis, g.Projected = nil, "", nil
 		f := r.figure(g.Figure)
 		if f == nil || len(f.Values) == 0 {
 			continue
@@ -103,6 +143,19 @@ func (r *Results) checkGoals() {
 		met := f.Median >= g.Target
 		if g.Op == "<=" {
 			met = f.Median <= g.Target
+		}
+		g.Basis = "measured"
+		if p := r.figure(g.Figure + " (projected)"); p != nil && len(p.Values) > 0 {
+			v := p.Median
+			g.Projected = &v
+		}
+		if f.LowerBound {
+			g.Basis = "lower bound"
+			// The true value is at least the median: that settles ">="
+			// only if it is met already and "<=" only if it is missed.
+			if (g.Op == ">=") != met {
+				continue
+			}
 		}
 		g.Met = &met
 	}
@@ -136,13 +189,15 @@ func (r *Results) print(w io.Writer) {
 		if f.LowerBound {
 			med = ">" + med
 		}
+		if f.Projected {
+			med = "~" + med
+		}
 		goal := ""
 		if g := goals[f.Name]; g != nil {
-			status := "n/a"
-			if g.Met != nil {
-				status = map[bool]string{true: "MET", false: "MISSED"}[*g.Met]
+			goal = fmt.Sprintf("%s %s %s", g.Op, fmtNum(g.Target), strings.ToUpper(g.verdict()))
+			if g.Basis != "measured" {
+				goal += " (" + g.basis(f) + ")"
 			}
-			goal = fmt.Sprintf("%s %s %s", g.Op, fmtNum(g.Target), status)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s-%s\t%d\t%s\t%s\n", f.Section, f.Name, med, fmtNum(f.Min), fmtNum(f.Max), len(f.Values), f.Unit, goal)
 	}
@@ -168,10 +223,31 @@ func (r *Results) markdown(w io.Writer) {
 		if f.LowerBound {
 			med = "> " + med
 		}
+		if f.Projected {
+			med = "~" + med + " (projected)"
+		}
 		goal := ""
-		if g := goals[f.Name]; g != nil && g.Met != nil {
-			goal = fmt.Sprintf("%s %s **%s**", g.Op, fmtNum(g.Target), map[bool]string{true: "met", false: "missed"}[*g.Met])
+		if g := goals[f.Name]; g != nil && g.Basis != "" {
+			goal = fmt.Sprintf("%s %s **%s**", g.Op, fmtNum(g.Target), g.verdict())
 		}
 		fmt.Fprintf(w, "| %s | %s | %s | %s-%s | %d | %s | %s |\n", f.Section, f.Name, med, fmtNum(f.Min), fmtNum(f.Max), len(f.Values), f.Unit, goal)
+	}
+}
+
+// markdownGoals writes the goals as Markdown: each verdict with what it
+// rests on, measured or a lower bound, and any projection beside it.
+func (r *Results) markdownGoals(w io.Writer) {
+	fmt.Fprintln(w, "| goal | target | result (median, spread) | basis | verdict |")
+	fmt.Fprintln(w, "|---|---|---|---|---|")
+	for _, g := range r.Goals {
+		f := r.figure(g.Figure)
+		result := "not run"
+		if f != nil && len(f.Values) > 0 {
+			result = fmt.Sprintf("%s %s (%s-%s, n=%d)", fmtNum(f.Median), f.Unit, fmtNum(f.Min), fmtNum(f.Max), len(f.Values))
+			if f.LowerBound {
+				result = "> " + result
+			}
+		}
+		fmt.Fprintf(w, "| %s | %s %s | %s | %s | **%s** |\n", g.Text, g.Op, fmtNum(g.Target), result, g.basis(f), g.verdict())
 	}
 }
