@@ -19,12 +19,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/meshca/meshca/controller"
 )
 
 // serveOptions are the daemon's settings; DESIGN.md's "The daemon" table is
@@ -272,22 +272,6 @@ func restConfig(path string, qps float32, burst int) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// cacheOptions limits the informer caches: only meshca-labelled Secrets
-// and ConfigMaps, and only the watched namespaces when --watch-namespaces is set.
-func cacheOptions(o *serveOptions) cache.Options {
-	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:    {Label: managedByMeshca},
-		&corev1.ConfigMap{}: {Label: managedByMeshca},
-	}}
-	if len(o.watchNamespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range o.watchNamespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	return opts
-}
-
 // bundleNamespaces selects the namespaces that get the trust bundle:
 // --bundle-namespace-selector, narrowed to --watch-namespaces when that is
 // set. Outside those namespaces meshca has no cache and, with the chart's
@@ -303,11 +287,6 @@ func bundleNamespaces(o *serveOptions) (labels.Selector, error) {
 	}
 	return sel.Add(*req), nil
 }
-
-// managedByMeshca selects the Secrets and ConfigMaps meshca writes; the
-// informer cache holds only those, so memory does not grow with the
-// cluster's other Secrets and ConfigMaps.
-var managedByMeshca = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
 
 func runServe(ctx context.Context, o *serveOptions) error {
 	log := newLogger(o.logFormat, o.logLevel)
@@ -336,7 +315,8 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		RetryPeriod:                   &o.retryPeriod,
 		HealthProbeBindAddress:        o.healthAddress,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
-		Cache:                         cacheOptions(o),
+		Cache:                         controller.CacheOptions(o.watchNamespaces),
+		Client:                        controller.ClientOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)
