@@ -181,15 +181,23 @@ func (d *daemon) stop(t *testing.T) {
 	}
 }
 
-// metrics scrapes /metrics.
+// metrics scrapes /metrics, waiting for the endpoint to listen: a daemon
+// that finds its work done may be asked before it has opened the port.
 func (d *daemon) metrics(t *testing.T) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.metricsAddr+"/metrics", nil)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("scrape metrics: %v", err)
+	var resp *http.Response
+	for {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.metricsAddr+"/metrics", nil)
+		var err error
+		if resp, err = http.DefaultClient.Do(req); err == nil {
+			break
+		}
+		if ctx.Err() != nil || d.exited() {
+			t.Fatalf("scrape metrics: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
