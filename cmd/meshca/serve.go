@@ -40,6 +40,7 @@ type serveOptions struct {
 	maxIssuanceRate      float64
 	kubeAPIQPS           float32
 	kubeAPIBurst         int
+	eventQPS             float64
 	tlsContextSelector   string
 	gatewayServiceAcct   string
 	allowedDNSSuffixes   []string
@@ -75,6 +76,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.maxIssuanceRate, "max-issuance-rate", 50, "certificates signed per second at most (a burst of the same size is allowed)")
 	fs.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 100, "queries per second to the API server at most")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "burst of queries to the API server above --kube-api-qps")
+	fs.Float64Var(&o.eventQPS, "event-qps", 20, "Normal Events (Issued, Renewed, ...) written per second at most; during a burst they wait behind the certificate writes (Warning Events are not held back)")
 	fs.StringVar(&o.tlsContextSelector, "tlscontext-selector", "", "label selector of TLSContexts managed without the meshca.io/issue annotation; empty: none")
 	fs.StringVar(&o.gatewayServiceAcct, "gateway-service-account", "ambassador", "service account in a gateway's SPIFFE ID when its TLSContext names none (meshca.io/service-account)")
 	fs.StringSliceVar(&o.allowedDNSSuffixes, "allowed-dns-suffixes", nil, "DNS suffixes any namespace may claim, comma-separated (beyond its own <ns>.svc names)")
@@ -110,6 +112,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive"))
+	}
+	if o.eventQPS <= 0 {
+		errs = append(errs, fmt.Errorf("--event-qps must be positive, got %v", o.eventQPS))
 	}
 	if o.leaseDuration <= 0 || o.renewDeadline <= 0 || o.retryPeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--leader-election-lease-duration, --leader-election-renew-deadline and --leader-election-retry-period must be positive"))
