@@ -13,6 +13,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
@@ -154,5 +155,38 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 	}
 	if after.ResourceVersion != before.ResourceVersion {
 		t.Errorf("the Secret was rewritten (resourceVersion %s -> %s)", before.ResourceVersion, after.ResourceVersion)
+	}
+}
+
+// TestNotOwnWrite: the watch event of meshca's own last write of a Secret
+// is dropped; any other version, a deletion and a Secret never written pass.
+func TestNotOwnWrite(t *testing.T) {
+	t.Parallel()
+	w := &secretWriter{}
+	p := w.notOwnWrite()
+	secret := func(name, rv string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, ResourceVersion: rv}}
+	}
+	w.written.Store(secretRef{"ns", "a"}, "7")
+	cases := map[string]struct {
+		pass bool
+		got  bool
+	}{
+		"create of our write":         {false, p.Create(event.CreateEvent{Object: secret("a", "7")})},
+		"update to our write":         {false, p.Update(event.UpdateEvent{ObjectOld: secret("a", "6"), ObjectNew: secret("a", "7")})},
+		"update by someone else":      {true, p.Update(event.UpdateEvent{ObjectOld: secret("a", "7"), ObjectNew: secret("a", "8")})},
+		"a Secret meshca never wrote": {true, p.Create(event.CreateEvent{Object: secret("b", "7")})},
+		"initial list at start":       {true, (&secretWriter{}).notOwnWrite().Create(event.CreateEvent{Object: secret("a", "7"), IsInInitialList: true})},
+	}
+	for name, tc := range cases {
+		if tc.got != tc.pass {
+			t.Errorf("%s: passed %v, want %v", name, tc.got, tc.pass)
+		}
+	}
+	if !p.Delete(event.DeleteEvent{Object: secret("a", "7")}) {
+		t.Errorf("a deletion was dropped")
+	}
+	if !p.Create(event.CreateEvent{Object: secret("a", "7")}) {
+		t.Errorf("after the deletion, a Secret of the same name and version was still taken for our write")
 	}
 }

@@ -157,7 +157,7 @@ func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("tlscontext").
 		For(tc).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource("TLSContext"))).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource("TLSContext")), builder.WithPredicates(r.secrets.notOwnWrite())).
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToTLSContexts), builder.WithPredicates(notInitialList)).
 		WatchesRawSource(source.Channel(r.resync, &handler.TypedEnqueueRequestForObject[*unstructured.Unstructured]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).

@@ -107,7 +107,7 @@ func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manage
 		err := ctrl.NewControllerManagedBy(mgr).
 			Named(strings.ToLower(kind)).
 			For(newWorkload(kind), builder.WithPredicates(predicate.NewPredicateFuncs(wantsCertificate))).
-			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource(kind))).
+			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource(kind)), builder.WithPredicates(r.keeper.secrets.notOwnWrite())).
 			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToWorkloads(kind)), builder.WithPredicates(notInitialList)).
 			WatchesRawSource(source.Channel(ch, &handler.EnqueueRequestForObject{})).
 			WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
