@@ -93,7 +93,18 @@ type keptCert struct {
 // Secret, policy, conflict) are Warning Events and a nil error; only
 // failures worth a retry return an error.
 func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot) (keptCert, error) {
-	existing, err := k.secrets.get(ctx, w.Ref)
+	kept, err := k.keepOnce(ctx, w, trust)
+	if errors.Is(err, errExists) {
+		// The cache missed a Secret that exists. The certificate just
+		// signed is dropped; a second look confirms what is there (a
+		// foreign Secret is refused, a managed one kept as usual).
+		kept, err = k.keepOnce(ctx, w, trust)
+	}
+	return kept, err
+}
+
+func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnapshot) (keptCert, error) {
+	existing, err := k.secrets.observe(ctx, w.Ref)
 	var fe *errForeignSecret
 	if errors.As(err, &fe) {
 		k.foreign(w.Source, err)
@@ -154,7 +165,9 @@ func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot)
 	// issuer's CAPEM may run ahead of or behind it during a CA change.
 	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, trust.pem, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
 	if _, err := k.secrets.apply(ctx, existing, d); err != nil {
-		k.metrics.Failures.WithLabelValues(string(w.Profile), "write").Inc()
+		if !errors.Is(err, errExists) {
+			k.metrics.Failures.WithLabelValues(string(w.Profile), "write").Inc()
+		}
 		return keptCert{}, err
 	}
 	k.metrics.Issued.WithLabelValues(string(w.Profile), decision.Reason).Inc()

@@ -17,11 +17,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
-	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
@@ -91,6 +89,10 @@ type harnessOptions struct {
 	state *ca.State
 	// backdate of leaves; 0 means the issuer's default.
 	backdate time.Duration
+	// reader, when set, is the TLSContext reconciler's direct reader.
+	reader client.Reader
+	// wrapIssuer, when set, wraps the TLSContext reconciler's issuer.
+	wrapIssuer func(Issuer) Issuer
 }
 
 func startHarness(t *testing.T, o harnessOptions) *harness {
@@ -112,20 +114,13 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 	if err := trust.Set(state.Bundle()); err != nil {
 		t.Fatal(err)
 	}
-	nsConfig := map[string]cache.Config{}
-	for _, ns := range o.namespaces {
-		nsConfig[ns] = cache.Config{}
-	}
 	mgr, err := ctrl.NewManager(env.Config, ctrl.Options{
 		Scheme:  testenv.Scheme,
 		Metrics: metricsserver.Options{BindAddress: "0"},
-		Cache: cache.Options{
-			DefaultNamespaces: nsConfig,
-			ByObject: map[client.Object]cache.ByObject{
-				&corev1.Secret{}:    {Label: labels.SelectorFromSet(labels.Set{meta.LabelManagedBy: meta.ManagedByValue})},
-				&corev1.ConfigMap{}: {Label: labels.SelectorFromSet(labels.Set{meta.LabelManagedBy: meta.ManagedByValue})},
-			},
-		},
+		// The daemon's cache and client settings, so the tests see what
+		// meshca serve sees (trimmed objects, cached TLSContext reads).
+		Cache:      CacheOptions(o.namespaces),
+		Client:     ClientOptions(),
 		Controller: ctrlConfigForTests(),
 	})
 	if err != nil {
@@ -138,9 +133,14 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 		if len(o.config.Namespaces) == 0 {
 			o.config.Namespaces = o.namespaces
 		}
+		var tlsIssuer Issuer = iss
+		if o.wrapIssuer != nil {
+			tlsIssuer = o.wrapIssuer(iss)
+		}
 		h.rec = &TLSContextReconciler{
 			Client:   mgr.GetClient(),
-			Issuer:   iss,
+			Reader:   o.reader,
+			Issuer:   tlsIssuer,
 			Trust:    trust,
 			Recorder: mgr.GetEventRecorder("meshca"),
 			Metrics:  h.metrics,

@@ -3,9 +3,11 @@ package controller
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"strings"
+	"sync"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
@@ -14,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 
 	"github.com/meshca/meshca/internal/meta"
 )
@@ -57,17 +61,50 @@ func (e *errForeignSecret) Error() string {
 		e.ref, meta.LabelManagedBy, meta.ManagedByValue)
 }
 
+// errExists means a create met a Secret the cache did not show: a foreign
+// one, or a managed one the cache has not seen yet. Nothing was written;
+// the caller looks again with confirmed reads (secretWriter.observe).
+var errExists = errors.New("Secret exists but was not in the cache")
+
 // secretWriter reads and writes Secrets meshca manages. Reads come from the
-// cache, which holds only managed Secrets; a miss is confirmed with a direct
-// read so a foreign Secret is never mistaken for a missing one.
+// cache, which holds only managed Secrets.
 type secretWriter struct {
 	client  client.Client
 	reader  client.Reader
 	metrics *Metrics
+	// suspect holds the refs (secretRef) where a create met a Secret the
+	// cache did not show; a cache miss there is confirmed with a direct
+	// read before anything is signed.
+	suspect sync.Map
+	// written holds, per ref (secretRef), the resourceVersion of meshca's
+	// last write of it, for notOwnWrite.
+	written sync.Map
+}
+
+// notOwnWrite drops the Secret watch events that report meshca's own last
+// write: the reconcile that wrote the Secret has checked what it wrote, and
+// another look would only parse and verify the certificate again (a third
+// of all reconciles in a burst of first issuances, and one per renewal).
+// Any other change of the Secret, its deletion and the cache's initial list
+// still pass.
+func (w *secretWriter) notOwnWrite() predicate.Predicate {
+	own := func(o client.Object) bool {
+		rv, ok := w.written.Load(secretRef{o.GetNamespace(), o.GetName()})
+		return ok && rv == o.GetResourceVersion()
+	}
+	return predicate.Funcs{
+		CreateFunc: func(e event.CreateEvent) bool { return !own(e.Object) },
+		UpdateFunc: func(e event.UpdateEvent) bool { return !own(e.ObjectNew) },
+		DeleteFunc: func(e event.DeleteEvent) bool {
+			w.written.Delete(secretRef{e.Object.GetNamespace(), e.Object.GetName()})
+			return true
+		},
+	}
 }
 
 // get returns the managed Secret at ref, nil when none exists, or
-// errForeignSecret when one exists that meshca does not own.
+// errForeignSecret when one exists that meshca does not own. A cache miss
+// is always confirmed with a direct read.
 func (w *secretWriter) get(ctx context.Context, ref secretRef) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	found, foreign, err := getManaged(ctx, w.client, w.reader, ref.key(), s, corev1.SchemeGroupVersion.WithKind("Secret"))
@@ -77,7 +114,33 @@ func (w *secretWriter) get(ctx context.Context, ref secretRef) (*corev1.Secret, 
 	case foreign:
 		return nil, &errForeignSecret{ref}
 	case !found:
+		w.suspect.Delete(ref)
 		return nil, nil
+	}
+	return s, nil
+}
+
+// observe is get for a caller that writes what it wants next with apply.
+// A cache miss is trusted, without the direct read that get makes: the
+// create that follows never overwrites anything, and when it meets a
+// Secret (errExists) the ref becomes suspect and observe confirms misses
+// there from then on. So a Secret that has never existed costs one
+// request, its create, and a foreign one is still never written.
+func (w *secretWriter) observe(ctx context.Context, ref secretRef) (*corev1.Secret, error) {
+	if _, ok := w.suspect.Load(ref); ok {
+		return w.get(ctx, ref)
+	}
+	s := &corev1.Secret{}
+	err := w.client.Get(ctx, ref.key(), s)
+	switch {
+	case apierrors.IsNotFound(err):
+		return nil, nil
+	case err != nil:
+		return nil, fmt.Errorf("get Secret %s: %w", ref, err)
+	case !isManaged(s):
+		// The cache holds only managed Secrets; this is a cache that
+		// serves everything (tests, or a caller's direct client).
+		return nil, &errForeignSecret{ref}
 	}
 	return s, nil
 }
@@ -150,12 +213,14 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 		}
 		if err := w.client.Create(ctx, s); err != nil {
 			if apierrors.IsAlreadyExists(err) {
-				// Someone created it since we looked; the next reconcile
-				// sees whose it is.
-				return false, fmt.Errorf("create Secret %s: %w", d.ref, err)
+				// Foreign, or written since the cache was read: the
+				// caller looks again with a confirmed read.
+				w.suspect.Store(d.ref, struct{}{})
+				return false, fmt.Errorf("create Secret %s: %w", d.ref, errExists)
 			}
 			return false, fmt.Errorf("create Secret %s: %w", d.ref, err)
 		}
+		w.written.Store(d.ref, s.ResourceVersion)
 		w.metrics.Writes.WithLabelValues("create").Inc()
 		return true, nil
 	}
@@ -180,6 +245,7 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 	if err := w.client.Update(ctx, s); err != nil {
 		return false, fmt.Errorf("update Secret %s: %w", d.ref, err)
 	}
+	w.written.Store(d.ref, s.ResourceVersion)
 	w.metrics.Writes.WithLabelValues("update").Inc()
 	return true, nil
 }

@@ -18,11 +18,13 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 	"sigs.k8s.io/controller-runtime/pkg/handler"
 	"sigs.k8s.io/controller-runtime/pkg/log"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
@@ -139,16 +141,23 @@ func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	r.secrets = r.keeper.secrets
 	r.resync = make(chan event.TypedGenericEvent[*unstructured.Unstructured], 1024)
 
-	if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Secret{}, sourceIndex, indexSource); err != nil {
-		return fmt.Errorf("index Secrets by source: %w", err)
+	// Only cleanup lists Secrets by source, and only with the delete
+	// policy; the index costs memory per Secret.
+	if r.Config.Cleanup == CleanupDelete {
+		if err := mgr.GetFieldIndexer().IndexField(ctx, &corev1.Secret{}, sourceIndex, indexSource); err != nil {
+			return fmt.Errorf("index Secrets by source: %w", err)
+		}
 	}
 	tc := &unstructured.Unstructured{}
 	tc.SetGroupVersionKind(TLSContextGVK)
+	if err := mgr.GetFieldIndexer().IndexField(ctx, tc, namespacesIndex, indexNamespaces); err != nil {
+		return fmt.Errorf("index TLSContexts by namespace: %w", err)
+	}
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("tlscontext").
 		For(tc).
-		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource("TLSContext"))).
-		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToTLSContexts)).
+		Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource("TLSContext")), builder.WithPredicates(r.secrets.notOwnWrite())).
+		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToTLSContexts), builder.WithPredicates(notInitialList)).
 		WatchesRawSource(source.Channel(r.resync, &handler.TypedEnqueueRequestForObject[*unstructured.Unstructured]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
 		Complete(r)
@@ -166,35 +175,48 @@ func secretToSource(kind string) handler.MapFunc {
 	}
 }
 
-// namespaceToTLSContexts re-checks every TLSContext whose source or target
-// namespace changed (policy annotations, the consent label).
-func (r *TLSContextReconciler) namespaceToTLSContexts(ctx context.Context, o client.Object) []reconcile.Request {
-	list := &unstructured.UnstructuredList{}
-	list.SetGroupVersionKind(TLSContextGVK.GroupVersion().WithKind("TLSContextList"))
-	if err := r.Client.List(ctx, list); err != nil {
-		log.FromContext(ctx).Error(err, "list TLSContexts for namespace change", "namespace", o.GetName())
-		return nil
+// notInitialList drops the create events of an informer's initial list.
+// The watches that use it only re-check objects that their own informer
+// lists whole at start anyway; reacting to each namespace of a starting
+// cache would list the TLSContexts once per namespace.
+var notInitialList = predicate.Funcs{CreateFunc: func(e event.CreateEvent) bool { return !e.IsInInitialList }}
+
+// namespacesIndex indexes TLSContexts by the namespaces they involve: their
+// own and those their Secrets name (name.namespace).
+const namespacesIndex = "meshca.namespaces"
+
+func indexNamespaces(o client.Object) []string {
+	out := []string{o.GetNamespace()}
+	u, ok := o.(*unstructured.Unstructured)
+	if !ok {
+		return out
 	}
-	var out []reconcile.Request
-	for i := range list.Items {
-		item := &list.Items[i]
-		if !r.managed(item) {
-			continue
-		}
-		if item.GetNamespace() == o.GetName() || referencesNamespace(item, o.GetName()) {
-			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(item)})
+	for _, f := range []string{"secret", "ca_secret"} {
+		s, _, _ := unstructured.NestedString(u.Object, "spec", f)
+		if _, ns, found := strings.Cut(s, "."); found && ns != "" && !slices.Contains(out, ns) {
+			out = append(out, ns)
 		}
 	}
 	return out
 }
 
-func referencesNamespace(u *unstructured.Unstructured, ns string) bool {
-	for _, f := range []string{"secret", "ca_secret"} {
-		if s, _, _ := unstructured.NestedString(u.Object, "spec", f); strings.HasSuffix(s, "."+ns) {
-			return true
+// namespaceToTLSContexts re-checks every TLSContext whose source or target
+// namespace changed (policy annotations, the consent label).
+func (r *TLSContextReconciler) namespaceToTLSContexts(ctx context.Context, o client.Object) []reconcile.Request {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(TLSContextGVK.GroupVersion().WithKind("TLSContextList"))
+	// Read-only: the items are the cache's own objects, not copies.
+	if err := r.Client.List(ctx, list, client.MatchingFields{namespacesIndex: o.GetName()}, client.UnsafeDisableDeepCopy); err != nil {
+		log.FromContext(ctx).Error(err, "list TLSContexts for namespace change", "namespace", o.GetName())
+		return nil
+	}
+	var out []reconcile.Request
+	for i := range list.Items {
+		if item := &list.Items[i]; r.managed(item) {
+			out = append(out, reconcile.Request{NamespacedName: client.ObjectKeyFromObject(item)})
 		}
 	}
-	return false
+	return out
 }
 
 // ResyncAll queues every TLSContext for a check: the audit sweep and trust
@@ -202,13 +224,17 @@ func referencesNamespace(u *unstructured.Unstructured, ns string) bool {
 func (r *TLSContextReconciler) ResyncAll(ctx context.Context) {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(TLSContextGVK.GroupVersion().WithKind("TLSContextList"))
-	if err := r.Client.List(ctx, list); err != nil {
+	// Read-only: only the keys are used, so no copies of the cache's objects.
+	if err := r.Client.List(ctx, list, client.UnsafeDisableDeepCopy); err != nil {
 		log.FromContext(ctx).Error(err, "list TLSContexts for resync")
 		return
 	}
 	for i := range list.Items {
+		key := &unstructured.Unstructured{}
+		key.SetNamespace(list.Items[i].GetNamespace())
+		key.SetName(list.Items[i].GetName())
 		select {
-		case r.resync <- event.TypedGenericEvent[*unstructured.Unstructured]{Object: &list.Items[i]}:
+		case r.resync <- event.TypedGenericEvent[*unstructured.Unstructured]{Object: key}:
 		case <-ctx.Done():
 			return
 		}

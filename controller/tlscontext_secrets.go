@@ -20,7 +20,16 @@ func (r *TLSContextReconciler) reconcileCASecret(ctx context.Context, src *unstr
 	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
 		return err
 	}
-	existing, err := r.secrets.get(ctx, ref)
+	err := r.keepCASecret(ctx, src, ref, trust)
+	if errors.Is(err, errExists) {
+		// The cache missed a Secret that exists; look again, confirmed.
+		err = r.keepCASecret(ctx, src, ref, trust)
+	}
+	return err
+}
+
+func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *trustSnapshot) error {
+	existing, err := r.secrets.observe(ctx, ref)
 	var fe *errForeignSecret
 	if errors.As(err, &fe) {
 		r.keeper.foreign(src, err)

@@ -106,8 +106,8 @@ func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manage
 		err := ctrl.NewControllerManagedBy(mgr).
 			Named(strings.ToLower(kind)).
 			For(newWorkload(kind), builder.WithPredicates(predicate.NewPredicateFuncs(wantsCertificate))).
-			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource(kind))).
-			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToWorkloads(kind))).
+			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource(kind)), builder.WithPredicates(r.keeper.secrets.notOwnWrite())).
+			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToWorkloads(kind)), builder.WithPredicates(notInitialList)).
 			WatchesRawSource(source.Channel(ch, &handler.EnqueueRequestForObject{})).
 			WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
 			Complete(workloadController{r: r, kind: kind})
@@ -162,10 +162,11 @@ func wantsCertificate(o client.Object) bool {
 	return o.GetDeletionTimestamp() == nil && strings.EqualFold(o.GetAnnotations()[meta.AnnotationCertificate], "true")
 }
 
-// listWorkloads lists the workloads of kind that want a certificate.
+// listWorkloads lists the workloads of kind that want a certificate. The
+// items are the cache's own objects, not copies: callers only read them.
 func (r *WorkloadReconciler) listWorkloads(ctx context.Context, kind string, opts ...client.ListOption) ([]client.Object, error) {
 	list := newWorkloadList(kind)
-	if err := r.Client.List(ctx, list, opts...); err != nil {
+	if err := r.Client.List(ctx, list, append(opts, client.UnsafeDisableDeepCopy)...); err != nil {
 		return nil, fmt.Errorf("list %ss: %w", kind, err)
 	}
 	items, err := apimeta.ExtractList(list)

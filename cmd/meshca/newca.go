@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/controller"
 )
 
 // errCAGone means the CA Secret is missing while Secrets that an earlier CA
@@ -63,7 +64,7 @@ func managedSecrets(ctx context.Context, cs kubernetes.Interface, o *serveOption
 	seen := map[string]bool{}
 	for _, ns := range namespaces {
 		list, err := cs.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{
-			LabelSelector: managedByMeshca.String(),
+			LabelSelector: controller.ManagedSelector.String(),
 			Limit:         max + 1,
 		})
 		if err != nil {

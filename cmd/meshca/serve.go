@@ -20,12 +20,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	"github.com/meshca/meshca/controller"
 )
 
 // serveOptions are the daemon's settings; DESIGN.md's "The daemon" table is
@@ -42,6 +42,7 @@ type serveOptions struct {
 	maxIssuanceRate      float64
 	kubeAPIQPS           float32
 	kubeAPIBurst         int
+	eventQPS             float64
 	tlsContextSelector   string
 	gatewayServiceAcct   string
 	allowedDNSSuffixes   []string
@@ -78,6 +79,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Float64Var(&o.maxIssuanceRate, "max-issuance-rate", 50, "certificates signed per second at most (a burst of the same size is allowed)")
 	fs.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 100, "queries per second to the API server at most")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "burst of queries to the API server above --kube-api-qps")
+	fs.Float64Var(&o.eventQPS, "event-qps", 20, "Normal Events (Issued, Renewed, ...) written per second at most; during a burst they wait behind the certificate writes (Warning Events are not held back)")
 	fs.StringVar(&o.tlsContextSelector, "tlscontext-selector", "", "label selector of TLSContexts managed without the meshca.io/issue annotation; empty: none")
 	fs.StringVar(&o.gatewayServiceAcct, "gateway-service-account", "ambassador", "service account in a gateway's SPIFFE ID when its TLSContext names none (meshca.io/service-account)")
 	fs.StringSliceVar(&o.allowedDNSSuffixes, "allowed-dns-suffixes", nil, "DNS suffixes any namespace may claim, comma-separated (beyond its own <ns>.svc names)")
@@ -116,6 +118,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.kubeAPIQPS <= 0 || o.kubeAPIBurst <= 0 {
 		errs = append(errs, fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive"))
+	}
+	if o.eventQPS <= 0 {
+		errs = append(errs, fmt.Errorf("--event-qps must be positive, got %v", o.eventQPS))
 	}
 	if o.leaseDuration <= 0 || o.renewDeadline <= 0 || o.retryPeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--leader-election-lease-duration, --leader-election-renew-deadline and --leader-election-retry-period must be positive"))
@@ -278,22 +283,6 @@ func restConfig(path string, qps float32, burst int) (*rest.Config, error) {
 	return cfg, nil
 }
 
-// cacheOptions limits the informer caches: only meshca-labelled Secrets
-// and ConfigMaps, and only the watched namespaces when --watch-namespaces is set.
-func cacheOptions(o *serveOptions) cache.Options {
-	opts := cache.Options{ByObject: map[client.Object]cache.ByObject{
-		&corev1.Secret{}:    {Label: managedByMeshca},
-		&corev1.ConfigMap{}: {Label: managedByMeshca},
-	}}
-	if len(o.watchNamespaces) > 0 {
-		opts.DefaultNamespaces = map[string]cache.Config{}
-		for _, ns := range o.watchNamespaces {
-			opts.DefaultNamespaces[ns] = cache.Config{}
-		}
-	}
-	return opts
-}
-
 // bundleNamespaces selects the namespaces that get the trust bundle:
 // --bundle-namespace-selector, narrowed to --watch-namespaces when that is
 // set. Outside those namespaces meshca has no cache and, with the chart's
@@ -309,11 +298,6 @@ func bundleNamespaces(o *serveOptions) (labels.Selector, error) {
 	}
 	return sel.Add(*req), nil
 }
-
-// managedByMeshca selects the Secrets and ConfigMaps meshca writes; the
-// informer cache holds only those, so memory does not grow with the
-// cluster's other Secrets and ConfigMaps.
-var managedByMeshca = labels.SelectorFromSet(labels.Set{"app.kubernetes.io/managed-by": "meshca"})
 
 func runServe(ctx context.Context, o *serveOptions) error {
 	log := newLogger(o.logFormat, o.logLevel)
@@ -342,7 +326,8 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		RetryPeriod:                   &o.retryPeriod,
 		HealthProbeBindAddress:        o.healthAddress,
 		Metrics:                       metricsserver.Options{BindAddress: o.metricsAddress},
-		Cache:                         cacheOptions(o),
+		Cache:                         controller.CacheOptions(o.watchNamespaces),
+		Client:                        controller.ClientOptions(),
 	})
 	if err != nil {
 		return fmt.Errorf("create manager: %w", err)

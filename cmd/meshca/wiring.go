@@ -87,11 +87,21 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		burst = 1
 	}
 	metrics := controller.NewMetrics(ctrlmetrics.Registry)
+	// One paced recorder for every controller, so --event-qps is the
+	// daemon's.
+	events, err := controller.NewPacedEvents(mgr.GetEventRecorder("meshca"), mgr.GetScheme(), ctrlmetrics.Registry,
+		controller.PacedEventsConfig{Rate: o.eventQPS})
+	if err != nil {
+		return err
+	}
+	if err := mgr.Add(manager.RunnableFunc(events.Start)); err != nil {
+		return err
+	}
 	tls := &controller.TLSContextReconciler{
 		Client:   mgr.GetClient(),
 		Issuer:   iss,
 		Trust:    trust,
-		Recorder: mgr.GetEventRecorder("meshca"),
+		Recorder: events,
 		Metrics:  metrics,
 		Limiter:  rate.NewLimiter(rate.Limit(o.maxIssuanceRate), burst),
 		Config: controller.TLSContextConfig{
@@ -108,7 +118,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		return fmt.Errorf("set up TLSContext controller: %w", err)
 	}
 	resync, err := setupWorkloadsAndBundle(ctx, mgr, o, workloadDeps{
-		issuer: iss, trust: trust, metrics: metrics, limiter: tls.Limiter, keyAlgorithm: alg,
+		issuer: iss, trust: trust, metrics: metrics, limiter: tls.Limiter, keyAlgorithm: alg, events: events,
 	})
 	if err != nil {
 		return err
@@ -298,6 +308,7 @@ type workloadDeps struct {
 	metrics      *controller.Metrics
 	limiter      *rate.Limiter
 	keyAlgorithm ca.KeyAlgorithm
+	events       controller.EventRecorder
 }
 
 // setupWorkloadsAndBundle adds the workload certificate and trust bundle
@@ -308,7 +319,7 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 		Client:   mgr.GetClient(),
 		Issuer:   d.issuer,
 		Trust:    d.trust,
-		Recorder: mgr.GetEventRecorder("meshca"),
+		Recorder: d.events,
 		Metrics:  d.metrics,
 		Limiter:  d.limiter,
 		Config: controller.WorkloadConfig{
@@ -328,7 +339,7 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 	bundle := &controller.BundleReconciler{
 		Client:   mgr.GetClient(),
 		Trust:    d.trust,
-		Recorder: mgr.GetEventRecorder("meshca"),
+		Recorder: d.events,
 		Metrics:  d.metrics,
 		Config:   controller.BundleConfig{Selector: nsSelector},
 	}

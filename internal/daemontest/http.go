@@ -42,15 +42,23 @@ func (d *Daemon) WaitReady(t testing.TB, timeout time.Duration) {
 }
 
 // MetricsText is the body of /metrics.
+//
+// It waits for the endpoint to listen: a daemon that finds its work done
+// may be asked before it has opened the port.
 func (d *Daemon) MetricsText(t testing.TB) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	code, body, err := Get(ctx, d.MetricsAddr, "/metrics")
-	if err != nil || code != http.StatusOK {
-		t.Fatalf("GET /metrics of meshca %s: %d %v", d.Name, code, err)
+	for {
+		code, body, err := Get(ctx, d.MetricsAddr, "/metrics")
+		if err == nil && code == http.StatusOK {
+			return body
+		}
+		if ctx.Err() != nil || !d.Running() {
+			t.Fatalf("GET /metrics of meshca %s: %d %v", d.Name, code, err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
-	return body
 }
 
 // Metrics returns the samples on /metrics.

@@ -69,6 +69,7 @@ Settings whose default is "none" are left out when empty.
 {{- $a = append $a (printf "--max-issuance-rate=%v" $v.maxIssuanceRate) -}}
 {{- $a = append $a (printf "--kube-api-qps=%v" $v.kubeAPI.qps) -}}
 {{- $a = append $a (printf "--kube-api-burst=%v" $v.kubeAPI.burst) -}}
+{{- $a = append $a (printf "--event-qps=%v" $v.eventQPS) -}}
 {{- with $v.tlscontextSelector }}{{ $a = append $a (printf "--tlscontext-selector=%s" .) }}{{ end -}}
 {{- $a = append $a (printf "--gateway-service-account=%s" $v.gatewayServiceAccount) -}}
 {{- with $v.policy.allowedDNSSuffixes }}{{ $a = append $a (printf "--allowed-dns-suffixes=%s" (join "," .)) }}{{ end -}}
