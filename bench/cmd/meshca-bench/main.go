@@ -40,11 +40,14 @@ type options struct {
 	floorRuns    int
 	memUnrelated int
 	memRuns      int
-	renewN       []int
-	renewRatedN  int // largest N renewed at the default --max-issuance-rate
-	webhookRate  int
-	webhookSecs  int
-	webhookRuns  int
+	// memFreshMax is the largest renewal N whose memory is also measured
+	// on a fresh start with every Secret valid (minutes at 10,000).
+	memFreshMax int
+	renewN      []int
+	renewRatedN int // largest N renewed at the default --max-issuance-rate
+	webhookRate int
+	webhookSecs int
+	webhookRuns int
 	// webhookCompare is a second meshca binary measured in the webhook
 	// phase's same runs (a before/after comparison); "" measures one.
 	webhookCompare string
@@ -77,6 +80,7 @@ func main() {
 	flag.IntVar(&o.readyRuns, "ready-runs", 3, "runs per time-to-ready size (each paired with an API write floor run)")
 	flag.IntVar(&o.memUnrelated, "mem-unrelated", 20000, "unrelated Secrets for the memory comparison")
 	flag.IntVar(&o.memRuns, "mem-runs", 3, "meshca starts per memory configuration")
+	flag.IntVar(&o.memFreshMax, "mem-fresh-max", 1000, "largest renewal size whose memory is also measured on a fresh start (larger ones report the renewal run's peak)")
 	flag.StringVar(&renewN, "renew-n", "1000,10000", "managed certificate counts for renewal at scale")
 	flag.IntVar(&o.renewRatedN, "renew-rated-max", 1000, "largest renewal size also run at the default --max-issuance-rate")
 	flag.IntVar(&o.webhookRate, "webhook-rate", 100, "webhook requests per second")
