@@ -62,6 +62,9 @@ func TestCARotationKeepsMutualTLS(t *testing.T) {
 		},
 		Policy:       rotator.CAPolicy{MaxLeafLifetime: 10 * time.Second},
 		PollInterval: time.Second,
+		// The whole CA lives 30 s here: the default 2m grace would hold B
+		// back until A expires. B is prepared ~5 s before its activation.
+		PublishGrace: 2 * time.Second,
 		OnChange: func(ctx context.Context, st *ca.State) error {
 			mu.Lock()
 			bundles = appendDistinct(bundles, rootSet(st.Roots()))

@@ -25,7 +25,8 @@ func newCARotateCommand() *cobra.Command {
 		Long: "Prepare the next CA in the meshca-ca Secret now (same key algorithm and trust domain as the\n" +
 			"current one) unless one is already published, and set it to start signing after --activate-after.\n" +
 			"The running meshca picks the change up within its poll interval, publishes the new root in every\n" +
-			"trust bundle at once, activates it at the recorded time and prunes the old root once every leaf it\n" +
+			"trust bundle at once, activates it at the recorded time (but never sooner than its --ca-publish-grace,\n" +
+			"2m by default, after it published it) and prunes the old root once every leaf it\n" +
 			"signed has expired. Choose a delay long enough for every consumer to reload its bundle.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
