@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -43,6 +44,7 @@ type serveOptions struct {
 	kubeAPIQPS           float32
 	kubeAPIBurst         int
 	eventQPS             float64
+	memoryLimit          string
 	tlsContextSelector   string
 	gatewayServiceAcct   string
 	allowedDNSSuffixes   []string
@@ -80,6 +82,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.Float32Var(&o.kubeAPIQPS, "kube-api-qps", 100, "queries per second to the API server at most")
 	fs.IntVar(&o.kubeAPIBurst, "kube-api-burst", 200, "burst of queries to the API server above --kube-api-qps")
 	fs.Float64Var(&o.eventQPS, "event-qps", 20, "Normal Events (Issued, Renewed, ...) written per second at most; during a burst they wait behind the certificate writes (Warning Events are not held back)")
+	fs.StringVar(&o.memoryLimit, "memory-limit", "", "the container's memory limit (a quantity such as 256Mi, or bytes; the chart passes resources.limits.memory): Go's soft memory limit becomes 90% of it unless GOMEMLIMIT is set; empty: none")
 	fs.StringVar(&o.tlsContextSelector, "tlscontext-selector", "", "label selector of TLSContexts managed without the meshca.io/issue annotation; empty: none")
 	fs.StringVar(&o.gatewayServiceAcct, "gateway-service-account", "ambassador", "service account in a gateway's SPIFFE ID when its TLSContext names none (meshca.io/service-account)")
 	fs.StringSliceVar(&o.allowedDNSSuffixes, "allowed-dns-suffixes", nil, "DNS suffixes any namespace may claim, comma-separated (beyond its own <ns>.svc names)")
@@ -121,6 +124,9 @@ func (o *serveOptions) validate() error {
 	}
 	if o.eventQPS <= 0 {
 		errs = append(errs, fmt.Errorf("--event-qps must be positive, got %v", o.eventQPS))
+	}
+	if _, err := parseMemoryLimit(o.memoryLimit); err != nil {
+		errs = append(errs, err)
 	}
 	if o.leaseDuration <= 0 || o.renewDeadline <= 0 || o.retryPeriod <= 0 {
 		errs = append(errs, fmt.Errorf("--leader-election-lease-duration, --leader-election-renew-deadline and --leader-election-retry-period must be positive"))
@@ -309,6 +315,17 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	}
 	ctx, stop := signalContext(ctx)
 	defer stop()
+
+	// validate has parsed the limit already.
+	limit, _ := parseMemoryLimit(o.memoryLimit)
+	mem := memoryFor(limit, os.LookupEnv)
+	if mem.gcPercent != 0 {
+		debug.SetGCPercent(mem.gcPercent)
+	}
+	if mem.softLimit != 0 {
+		debug.SetMemoryLimit(mem.softLimit)
+	}
+	log.Info("memory settings", "gcPercent", currentGCPercent(), "softLimitBytes", debug.SetMemoryLimit(-1))
 
 	cfg, err := restConfig(o.kubeconfig, o.kubeAPIQPS, o.kubeAPIBurst)
 	if err != nil {
