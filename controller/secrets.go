@@ -64,7 +64,7 @@ func (e *errForeignSecret) Error() string {
 // errExists means a create met a Secret the cache did not show: a foreign
 // one, or a managed one the cache has not seen yet. Nothing was written;
 // the caller looks again with confirmed reads (secretWriter.observe).
-var errExists = errors.New("the Secret exists but was not in the cache")
+var errExists = errors.New("exists but was not in the cache")
 
 // secretWriter reads and writes Secrets meshca manages. Reads come from the
 // cache, which holds only managed Secrets.
