@@ -73,10 +73,8 @@ func (b *bench) phaseMemory(ctx context.Context) error {
 	}
 	// Phases after this one measure in a cluster as it was before it.
 	t := time.Now()
-	for i := range 10 {
-		if err := b.emptyNamespace(ctx, fmt.Sprintf("unrelated-%d", i)); err != nil {
-			return err
-		}
+	if err := parallelN(10, 10, func(i int) error { return b.emptyNamespace(ctx, fmt.Sprintf("unrelated-%d", i)) }); err != nil {
+		return err
 	}
 	log.Printf("deleted the %d unrelated Secrets in %s", b.o.memUnrelated, time.Since(t).Round(time.Second))
 	return nil
