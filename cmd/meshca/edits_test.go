@@ -337,12 +337,7 @@ func (e *editor) editSecret(ctx context.Context, name string) error {
 		}
 		stale.Data["tls.key"] = e.garble()
 		_, err := c.Update(ctx, stale, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			e.count("conflict (stale resourceVersion refused)")
-			return nil
-		}
-		e.count("stale write not refused")
-		return err
+		return e.staleWrite(err)
 	}
 	e.count("Secret " + op)
 	_, err = c.Update(ctx, s, metav1.UpdateOptions{})
@@ -396,14 +391,20 @@ func (e *editor) editBundle(ctx context.Context, ns string) error {
 		}
 		stale.Data["ca.crt"] = ""
 		_, err := c.Update(ctx, stale, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			e.count("conflict (stale resourceVersion refused)")
-			return nil
-		}
-		e.count("stale write not refused")
-		return err
+		return e.staleWrite(err)
 	}
 	e.count("ConfigMap " + op)
 	_, err = c.Update(ctx, cm, metav1.UpdateOptions{})
+	return err
+}
+
+// staleWrite counts the outcome of a write with a stale resourceVersion:
+// the API server must refuse it with a conflict.
+func (e *editor) staleWrite(err error) error {
+	if apierrors.IsConflict(err) {
+		e.count("conflict (stale resourceVersion refused)")
+		return nil
+	}
+	e.count("stale write not refused")
 	return err
 }
