@@ -40,7 +40,9 @@ func CacheOptions(namespaces []string) cache.Options {
 
 // ClientOptions makes the manager's client read unstructured objects (the
 // TLSContexts) from the cache like typed ones; controller-runtime's default
-// sends every unstructured read to the API server.
+// sends every unstructured read to the API server. As with typed kinds, the
+// first read of an unstructured kind starts an informer for it: meshca reads
+// only TLSContexts (TLSContextGVK), which it watches anyway.
 func ClientOptions() client.Options {
 	return client.Options{Cache: &client.CacheOptions{Unstructured: true}}
 }

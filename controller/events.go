@@ -29,7 +29,8 @@ type PacedEventsConfig struct {
 // Events about them follow; one issuance at a time is not delayed. When the
 // queue is full the Event is dropped and counted: Events are a courtesy,
 // the Secret's annotations are the record. Start drains the queue; until
-// it runs, Normal Events wait (or are dropped when the queue is full).
+// it runs, Normal Events wait (or are dropped when the queue is full), and
+// those still queued when it returns are not written.
 type PacedEvents struct {
 	next    EventRecorder
 	scheme  *runtime.Scheme
