@@ -70,7 +70,7 @@ bench: build kube ## Go benchmarks and the load harness (local control plane, ce
 	bin/meshca-bench -meshca bin/meshca -cert-manager "$$cm" -gobench bench/out/gobench.txt \
 		-out bench/out/results.json -work bench/out $(BENCH_FLAGS) 2>&1 | tee bench/out/harness.log
 
-bench-long: ## make bench, with cert-manager at its default limits run to completion (BENCH_LONG=1).
+bench-long: ## make bench, plus cert-manager at its defaults to completion and a fresh start with 10,000 managed (BENCH_LONG=1).
 	@$(MAKE) bench BENCH_LONG=1
 
 fuzz: ## Run every fuzz target for FUZZTIME each.
