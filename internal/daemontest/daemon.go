@@ -1,14 +1,12 @@
 package daemontest
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,28 +26,9 @@ type Daemon struct {
 	HealthAddr  string
 
 	cmd     *exec.Cmd
-	log     *lockedBuffer
+	log     *testenv.LockedBuffer
 	done    chan struct{}
 	exitErr error
-}
-
-// lockedBuffer collects a process's output; the process writes while the
-// test reads.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // ServeArgs are the arguments of a `meshca serve` confined to ns: its CA
@@ -103,7 +82,7 @@ func Start(t testing.TB, name string, args []string) *Daemon {
 	t.Helper()
 	d := &Daemon{
 		Name:        name,
-		log:         &lockedBuffer{},
+		log:         &testenv.LockedBuffer{},
 		WebhookPort: testpki.FreePort(t),
 		MetricsAddr: fmt.Sprintf("127.0.0.1:%d", testpki.FreePort(t)),
 		HealthAddr:  fmt.Sprintf("127.0.0.1:%d", testpki.FreePort(t)),

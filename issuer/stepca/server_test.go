@@ -1,7 +1,6 @@
 package stepca_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -105,7 +104,7 @@ func startStepCA(t *testing.T) *server {
 	})
 	plainProv, plainKey := jwkProvisioner(t, plainProvisioner, nil)
 	s := &server{PKI: pki, Keys: map[string][]byte{provisionerName: meshcaKey, plainProvisioner: plainKey}}
-	var logs bytes.Buffer
+	var logs testenv.LockedBuffer
 	for attempt := 0; ; attempt++ {
 		port := testpki.FreePort(t)
 		config := map[string]any{
@@ -129,7 +128,7 @@ func startStepCA(t *testing.T) *server {
 		cmd := exec.CommandContext(ctx, bin, caJSON)
 		cmd.Env = append(os.Environ(), "STEPPATH="+dir)
 		logs.Reset()
-		cmd.Stdout, cmd.Stderr = &syncWriter{w: &logs}, &syncWriter{w: &logs}
+		cmd.Stdout, cmd.Stderr = &logs, &logs
 		cmd.WaitDelay = 5 * time.Second
 		if err := cmd.Start(); err != nil {
 			cancel()
@@ -144,7 +143,7 @@ func startStepCA(t *testing.T) *server {
 				cancel()
 				<-done
 				if t.Failed() {
-					t.Logf("step-ca log (last 8 KiB):\n%s", tail(logs.Bytes(), 8<<10))
+					t.Logf("step-ca log (last 8 KiB):\n%s", logs.Tail(8<<10))
 				}
 			})
 			return s
@@ -184,26 +183,6 @@ func waitHealthy(base string, root *x509.Certificate, exited <-chan struct{}) er
 		time.Sleep(100 * time.Millisecond)
 	}
 	return last
-}
-
-// tail is the end of b, at most n bytes.
-func tail(b []byte, n int) []byte {
-	if len(b) > n {
-		return b[len(b)-n:]
-	}
-	return b
-}
-
-// syncWriter serializes writes of step-ca's stdout and stderr.
-type syncWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
 }
 
 // countingProxy forwards TCP connections on a loopback port to target and
