@@ -108,11 +108,19 @@ func KeyAlgorithmOf(pub crypto.PublicKey) (KeyAlgorithm, error) {
 
 // MarshalPrivateKeyPEM encodes a key as a PKCS#8 "PRIVATE KEY" PEM block.
 func MarshalPrivateKeyPEM(k crypto.Signer) ([]byte, error) {
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, fmt.Errorf("marshal private key: %w", err)
+	var der []byte
+	if ek, ok := k.(*ecdsa.PrivateKey); ok {
+		der = marshalECPKCS8(ek)
 	}
-	return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), nil
+	if der == nil {
+		var err error
+		if der, err = x509.MarshalPKCS8PrivateKey(k); err != nil {
+			return nil, fmt.Errorf("marshal private key: %w", err)
+		}
+	}
+	out := AppendPEM(nil, "PRIVATE KEY", der)
+	clear(der)
+	return out, nil
 }
 
 // ParsePrivateKeyPEM reads the first private key PEM block: PKCS#8, PKCS#1
@@ -179,7 +187,7 @@ func ParseCertificatesPEM(data []byte) ([]*x509.Certificate, error) {
 func EncodeCertificatesPEM(certs ...*x509.Certificate) []byte {
 	var out []byte
 	for _, c := range certs {
-		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		out = AppendPEM(out, "CERTIFICATE", c.Raw)
 	}
 	return out
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -229,13 +228,13 @@ func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
 	}); err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
 	}
-	signed := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 	keyPEM, err := ca.MarshalPrivateKeyPEM(key)
 	if err != nil {
 		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
 	}
-	certPEM := make([]byte, 0, len(signed)+len(sc.chainPEM))
-	certPEM = append(append(certPEM, signed...), sc.chainPEM...)
+	// The leaf's PEM is written into a buffer with room for the chain.
+	certPEM := make([]byte, 0, len(der)*4/3+len(der)/48+64+len(sc.chainPEM))
+	certPEM = append(ca.AppendPEM(certPEM, "CERTIFICATE", der), sc.chainPEM...)
 	return &Bundle{
 		CertificatePEM:    certPEM,
 		PrivateKeyPEM:     keyPEM,

@@ -64,11 +64,10 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	var bits []byte
 	switch k := pub.(type) {
 	case *ecdsa.PublicKey:
-		e, err := k.ECDH()
-		if err != nil {
+		var err error
+		if bits, err = k.Bytes(); err != nil {
 			return nil, fmt.Errorf("subject key identifier: %w", err)
 		}
-		bits = e.Bytes()
 	case ed25519.PublicKey:
 		bits = k
 	case *rsa.PublicKey:

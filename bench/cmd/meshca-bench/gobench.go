@@ -8,17 +8,20 @@ import (
 )
 
 // foldGoBench reads `go test -bench -count N` output and adds, per key
-// algorithm, the floor's and the full issuance's ns/op and their ratio
-// (floor time / issue time: the fraction of the floor's speed issuance
-// reaches), pairing the k-th floor with the k-th issue result (the same
-// pass of -count), plus the webhook handler's time per request.
+// algorithm, the floor's and the full issuance's time per operation and
+// their ratio (floor time / issue time: the fraction of the floor's speed
+// issuance reaches), one value per pass of -count. BenchmarkIssue measures
+// both interleaved in one sub-benchmark and reports them as the
+// floor-ns/op, issue-ns/op and floor/issue metrics. It also adds the
+// webhook handler's time per request.
 func foldGoBench(res *Results, path string) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	nsop := map[string][]float64{}
+	// metrics[name][unit] holds one value per pass of -count.
+	metrics := map[string]map[string][]float64{}
 	var order []string
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
@@ -32,16 +35,17 @@ func foldGoBench(res *Results, path string) error {
 				name = name[:i] // drop the -GOMAXPROCS suffix
 			}
 		}
-		for i := 2; i+1 < len(fields); i++ {
-			if fields[i+1] == "ns/op" {
-				v, err := strconv.ParseFloat(fields[i], 64)
-				if err == nil {
-					if _, seen := nsop[name]; !seen {
-						order = append(order, name)
-					}
-					nsop[name] = append(nsop[name], v)
-				}
+		if _, seen := metrics[name]; !seen {
+			order = append(order, name)
+			metrics[name] = map[string][]float64{}
+		}
+		// After the iteration count come value-unit pairs.
+		for i := 2; i+1 < len(fields); i += 2 {
+			v, err := strconv.ParseFloat(fields[i], 64)
+			if err != nil {
+				break
 			}
+			metrics[name][fields[i+1]] = append(metrics[name][fields[i+1]], v)
 		}
 	}
 	if err := sc.Err(); err != nil {
@@ -49,17 +53,16 @@ func foldGoBench(res *Results, path string) error {
 	}
 	for _, name := range order {
 		alg, ok := strings.CutPrefix(name, "BenchmarkIssue/")
-		if !ok || !strings.HasSuffix(alg, "/floor") {
+		if !ok {
 			continue
 		}
-		alg = strings.TrimSuffix(alg, "/floor")
-		floor, issue := nsop[name], nsop["BenchmarkIssue/"+alg+"/issue"]
+		m := metrics[name]
 		sec := "1 issuance"
-		res.add(sec, "floor "+alg, "µs/op", scale(floor, 1e-3)...)
-		res.add(sec, "issue "+alg, "µs/op", scale(issue, 1e-3)...)
-		res.add(sec, "issue/floor speed "+alg, "x", ratios(floor, issue)...)
+		res.add(sec, "floor "+alg, "µs/op", scale(m["floor-ns/op"], 1e-3)...)
+		res.add(sec, "issue "+alg, "µs/op", scale(m["issue-ns/op"], 1e-3)...)
+		res.add(sec, "issue/floor speed "+alg, "x", m["floor/issue"]...)
 	}
-	if v := nsop["BenchmarkServeHTTP"]; len(v) > 0 {
+	if v := metrics["BenchmarkServeHTTP"]["ns/op"]; len(v) > 0 {
 		res.add("4 webhook", "webhook handler (Go benchmark)", "µs/op", scale(v, 1e-3)...)
 	}
 	return nil

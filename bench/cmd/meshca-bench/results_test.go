@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 )
@@ -67,5 +69,38 @@ func TestProjectAllReady(t *testing.T) {
 				t.Errorf("projectAllReady = %s, %v; want %s, %v", got, ok, tc.want, tc.wantOK)
 			}
 		})
+	}
+}
+
+func TestFoldGoBench(t *testing.T) {
+	t.Parallel()
+	out := `goos: linux
+BenchmarkIssue/ecdsa-p256-2   1137   563856 ns/op   250000 floor-ns/op   0.80 floor/issue   312500 issue-ns/op
+BenchmarkIssue/ecdsa-p256-2   1158   568490 ns/op   240000 floor-ns/op   0.75 floor/issue   320000 issue-ns/op
+BenchmarkIssue/ecdsa-p256-2   1021   591250 ns/op   260000 floor-ns/op   0.90 floor/issue   288888 issue-ns/op
+BenchmarkServeHTTP-2   15000   80300 ns/op   24500 B/op   142 allocs/op
+PASS
+`
+	path := filepath.Join(t.TempDir(), "gobench.txt")
+	if err := os.WriteFile(path, []byte(out), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := &Results{}
+	if err := foldGoBench(r, path); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]float64{
+		"floor ecdsa-p256":               250,
+		"issue ecdsa-p256":               312.5,
+		"issue/floor speed ecdsa-p256":   0.8,
+		"webhook handler (Go benchmark)": 80.3,
+	} {
+		f := r.figure(name)
+		if f == nil {
+			t.Fatalf("no figure %q in %+v", name, r.Figures)
+		}
+		if f.Median != want {
+			t.Errorf("%s: median %v, want %v (values %v)", name, f.Median, want, f.Values)
+		}
 	}
 }
