@@ -84,7 +84,7 @@ func (r *BundleReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manager)
 		})).
 		WatchesRawSource(source.Channel(r.resync, &handler.EnqueueRequestForObject{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(stopping{r})
 }
 
 func (r *BundleReconciler) selected(l map[string]string) bool {

@@ -155,6 +155,9 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeWarning, EventPolicyRejected, "Issue", "Secret %s: %v", w.Ref, err)
 		return keptCert{}, nil
 	}
+	if ending(ctx, err) {
+		return keptCert{}, err
+	}
 	if err != nil {
 		k.metrics.Failures.WithLabelValues(string(w.Profile), "sign").Inc()
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeWarning, EventIssueFailed, "Issue", "Secret %s: %v", w.Ref, err)
@@ -165,7 +168,7 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 	// issuer's CAPEM may run ahead of or behind it during a CA change.
 	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, trust.pem, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
 	if _, err := k.secrets.apply(ctx, existing, d); err != nil {
-		if !errors.Is(err, errExists) {
+		if !errors.Is(err, errExists) && !ending(ctx, err) {
 			k.metrics.Failures.WithLabelValues(string(w.Profile), "write").Inc()
 		}
 		return keptCert{}, err

@@ -163,7 +163,7 @@ func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 		Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToTLSContexts), builder.WithPredicates(notInitialList)).
 		WatchesRawSource(source.Channel(r.resync, &handler.TypedEnqueueRequestForObject[*unstructured.Unstructured]{})).
 		WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
-		Complete(r)
+		Complete(stopping{r})
 }
 
 // secretToSource maps a managed Secret to the source object named in its

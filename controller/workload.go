@@ -110,7 +110,7 @@ func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manage
 			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToWorkloads(kind)), builder.WithPredicates(notInitialList)).
 			WatchesRawSource(source.Channel(ch, &handler.EnqueueRequestForObject{})).
 			WithOptions(controller.Options{MaxConcurrentReconciles: r.Config.MaxConcurrentReconciles}).
-			Complete(workloadController{r: r, kind: kind})
+			Complete(stopping{workloadController{r: r, kind: kind}})
 		if err != nil {
 			return fmt.Errorf("set up %s controller: %w", kind, err)
 		}
