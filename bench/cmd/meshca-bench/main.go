@@ -52,6 +52,7 @@ type options struct {
 	// phase's same runs (a before/after comparison); "" measures one.
 	webhookCompare string
 	cmN            int
+	cmLiftedRuns   int
 	cmTimeout      time.Duration
 	phases         string
 }
@@ -90,6 +91,7 @@ func main() {
 	serveFloorAddr := flag.String("serve-floor", "", "internal: serve the webhook phase's trivial HTTPS handler on this address")
 	floorCA := flag.String("floor-ca", "", "internal: where -serve-floor writes its certificate")
 	flag.IntVar(&o.cmN, "cm-n", 1000, "objects per daemon in the cert-manager side-by-side")
+	flag.IntVar(&o.cmLiftedRuns, "cm-lifted-runs", 3, "runs of the side-by-side at lifted limits (at defaults it runs once)")
 	flag.DurationVar(&o.cmTimeout, "cm-timeout", 4*time.Minute, "cap on one daemon's time to all-ready in the side-by-side (a capped figure is a lower bound)")
 	flag.StringVar(&o.phases, "phases", "ready,certmanager,webhook,memory,renewal", "phases to run, comma-separated")
 	render := flag.String("render", "", "only print the table (text and Markdown) of an earlier JSON results file")
