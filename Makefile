@@ -69,7 +69,9 @@ bench: build kube ## Go benchmarks and the load harness (local control plane, ce
 	go test -run '^$$' -bench '^BenchmarkIssue$$' -benchtime 0.5s -count $(BENCH_COUNT) ./issuer | tee bench/out/gobench.txt; \
 	go test -run '^$$' -bench '^BenchmarkServeHTTP$$' -benchmem -count $(BENCH_COUNT) ./webhook | tee -a bench/out/gobench.txt; \
 	bin/meshca-bench -meshca bin/meshca -cert-manager "$$cm" -gobench bench/out/gobench.txt \
-		-out bench/out/results.json -work bench/out $(BENCH_FLAGS) 2>&1 | tee bench/out/harness.log
+		-out bench/out/results.json -work bench/out $(BENCH_FLAGS) 2>&1 | tee bench/out/harness.log; \
+	(cd bench/plot && go run . -in ../out/results.json -out ../out/results.png) && \
+	echo "plot: bench/out/results.png (copy it to bench/RESULTS.png with the figures in bench/RESULTS.md)"
 
 bench-long: ## make bench, plus cert-manager at its defaults to completion and a fresh start with 10,000 managed (BENCH_LONG=1).
 	@$(MAKE) bench BENCH_LONG=1
