@@ -163,7 +163,8 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 }
 
 // TestNotOwnWrite: the watch event of meshca's own last write of a Secret
-// is dropped; any other version, a deletion and a Secret never written pass.
+// is dropped; any other version, a deletion, a Secret never written and our
+// write that took the Secret from another source pass.
 func TestNotOwnWrite(t *testing.T) {
 	t.Parallel()
 	w := &secretWriter{}
@@ -171,14 +172,20 @@ func TestNotOwnWrite(t *testing.T) {
 	secret := func(name, rv string) *corev1.Secret {
 		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: name, ResourceVersion: rv}}
 	}
+	held := func(s *corev1.Secret, source string) *corev1.Secret {
+		s.Annotations = map[string]string{meta.AnnotationSource: source}
+		return s
+	}
 	w.written.Store(secretRef{"ns", "a"}, "7")
 	cases := map[string]struct {
 		pass bool
 		got  bool
 	}{
-		"create of our write":         {false, p.Create(event.CreateEvent{Object: secret("a", "7")})},
-		"update to our write":         {false, p.Update(event.UpdateEvent{ObjectOld: secret("a", "6"), ObjectNew: secret("a", "7")})},
-		"update by someone else":      {true, p.Update(event.UpdateEvent{ObjectOld: secret("a", "7"), ObjectNew: secret("a", "8")})},
+		"create of our write":    {false, p.Create(event.CreateEvent{Object: secret("a", "7")})},
+		"update to our write":    {false, p.Update(event.UpdateEvent{ObjectOld: secret("a", "6"), ObjectNew: secret("a", "7")})},
+		"update by someone else": {true, p.Update(event.UpdateEvent{ObjectOld: secret("a", "7"), ObjectNew: secret("a", "8")})},
+		"our write took it from another source": {true, p.Update(event.UpdateEvent{
+			ObjectOld: held(secret("a", "6"), "TLSContext/ns/zeta"), ObjectNew: held(secret("a", "7"), "TLSContext/ns/alpha")})},
 		"a Secret meshca never wrote": {true, p.Create(event.CreateEvent{Object: secret("b", "7")})},
 		"initial list at start":       {true, (&secretWriter{}).notOwnWrite().Create(event.CreateEvent{Object: secret("a", "7"), IsInInitialList: true})},
 	}

@@ -86,7 +86,9 @@ type secretWriter struct {
 // another look would only parse and verify the certificate again (a third
 // of all reconciles in a burst of first issuances, and one per renewal).
 // Any other change of the Secret, its deletion and the cache's initial list
-// still pass.
+// still pass, and so does an own write that moved the Secret to another
+// source (meta.AnnotationSource): the previous holder, found through the
+// old object, must hear that it lost the Secret (a SecretConflict Event).
 func (w *secretWriter) notOwnWrite() predicate.Predicate {
 	own := func(o client.Object) bool {
 		rv, ok := w.written.Load(secretRef{o.GetNamespace(), o.GetName()})
@@ -94,7 +96,10 @@ func (w *secretWriter) notOwnWrite() predicate.Predicate {
 	}
 	return predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool { return !own(e.Object) },
-		UpdateFunc: func(e event.UpdateEvent) bool { return !own(e.ObjectNew) },
+		UpdateFunc: func(e event.UpdateEvent) bool {
+			return !own(e.ObjectNew) ||
+				e.ObjectOld.GetAnnotations()[meta.AnnotationSource] != e.ObjectNew.GetAnnotations()[meta.AnnotationSource]
+		},
 		DeleteFunc: func(e event.DeleteEvent) bool {
 			w.written.Delete(secretRef{e.Object.GetNamespace(), e.Object.GetName()})
 			return true
