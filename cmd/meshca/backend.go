@@ -42,7 +42,7 @@ func (o *serveOptions) addIssuerFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.stepca.rootFile, "stepca-root-file", "", "with --issuer=stepca: PEM file of step-ca's root certificate(s); meshca trusts step-ca's TLS through them alone and adds them to every trust bundle it publishes")
 	fs.StringVar(&o.stepca.provisioner, "stepca-provisioner", "", "with --issuer=stepca: name of step-ca's JWK provisioner (it must carry meshca's X.509 template, see docs/reference.md)")
 	fs.StringVar(&o.stepca.passwordFile, "stepca-provisioner-password-file", "", "with --issuer=stepca: file holding the password that decrypts the provisioner's key (trailing newlines are ignored); required unless --stepca-provisioner-key-file holds an unencrypted key")
-	fs.StringVar(&o.stepca.keyFile, "stepca-provisioner-key-file", "", "with --issuer=stepca: file holding the provisioner's private JWK, encrypted (JWE, as `step crypto jwk create` writes it) or not; empty: the encrypted key is fetched from step-ca, as `step ca token` does")
+	fs.StringVar(&o.stepca.keyFile, "stepca-provisioner-key-file", "", "with --issuer=stepca: file holding the provisioner's private JWK, encrypted (JWE, as \"step crypto jwk create\" writes it) or not; empty: the encrypted key is fetched from step-ca, as \"step ca token\" does")
 }
 
 // validateIssuer checks --issuer and the --stepca-* flags and reads the
