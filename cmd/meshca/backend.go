@@ -39,7 +39,7 @@ type stepcaOptions struct {
 func (o *serveOptions) addIssuerFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.issuerBackend, "issuer", issuerLocal, "what signs TLSContext and workload certificates: local (meshca's internal CA) or stepca (a remote step-ca, through a JWK provisioner; needs a meshca built with -tags stepca). The internal CA exists either way and signs the webhook's serving certificate; with stepca every ca.crt and trust bundle ConfigMap holds meshca's roots and step-ca's")
 	fs.StringVar(&o.stepca.url, "stepca-url", "", "with --issuer=stepca: URL of step-ca, https://host[:port]")
-	fs.StringVar(&o.stepca.rootFile, "stepca-root-file", "", "with --issuer=stepca: PEM file of step-ca's root certificate(s); meshca trusts step-ca's TLS through them alone and adds them to every trust bundle it publishes")
+	fs.StringVar(&o.stepca.rootFile, "stepca-root-file", "", "PEM file of step-ca's root certificate(s), added to every trust bundle meshca publishes; with --issuer=stepca meshca trusts step-ca's TLS through them alone; with --issuer=local (when moving back from stepca) it keeps step-ca's certificates trusted until they renew")
 	fs.StringVar(&o.stepca.provisioner, "stepca-provisioner", "", "with --issuer=stepca: name of step-ca's JWK provisioner (it must carry meshca's X.509 template, see docs/reference.md)")
 	fs.StringVar(&o.stepca.passwordFile, "stepca-provisioner-password-file", "", "with --issuer=stepca: file holding the password that decrypts the provisioner's key (trailing newlines are ignored); required unless --stepca-provisioner-key-file holds an unencrypted key")
 	fs.StringVar(&o.stepca.keyFile, "stepca-provisioner-key-file", "", "with --issuer=stepca: file holding the provisioner's private JWK, encrypted (JWE, as \"step crypto jwk create\" writes it) or not; empty: the encrypted key is fetched from step-ca, as \"step ca token\" does")
@@ -52,15 +52,20 @@ func (o *serveOptions) validateIssuer() error {
 	s := &o.stepca
 	switch o.issuerBackend {
 	case issuerLocal:
+		// --stepca-root-file alone keeps step-ca's roots trusted after a
+		// move back from stepca, until its certificates have renewed.
 		for _, f := range []struct{ flag, value string }{
-			{"--stepca-url", s.url}, {"--stepca-root-file", s.rootFile}, {"--stepca-provisioner", s.provisioner},
+			{"--stepca-url", s.url}, {"--stepca-provisioner", s.provisioner},
 			{"--stepca-provisioner-password-file", s.passwordFile}, {"--stepca-provisioner-key-file", s.keyFile},
 		} {
 			if f.value != "" {
 				return fmt.Errorf("%s is set but --issuer is %s: set --issuer=stepca to use step-ca", f.flag, issuerLocal)
 			}
 		}
-		return nil
+		if s.rootFile == "" {
+			return nil
+		}
+		return s.readRoots()
 	case issuerStepCA:
 	default:
 		return fmt.Errorf("--issuer must be %s or %s, got %q", issuerLocal, issuerStepCA, o.issuerBackend)
@@ -79,12 +84,8 @@ func (o *serveOptions) validateIssuer() error {
 	}
 	if s.rootFile == "" {
 		errs = append(errs, errors.New("--issuer=stepca needs --stepca-root-file"))
-	} else if b, err := os.ReadFile(s.rootFile); err != nil {
-		errs = append(errs, fmt.Errorf("--stepca-root-file: %w", err))
-	} else if roots, err := ca.ParseCertificatesPEM(b); err != nil {
-		errs = append(errs, fmt.Errorf("--stepca-root-file %s: %w", s.rootFile, err))
-	} else {
-		s.roots, s.rootPEM = roots, b
+	} else if err := s.readRoots(); err != nil {
+		errs = append(errs, err)
 	}
 	if s.keyFile != "" {
 		b, err := os.ReadFile(s.keyFile)
@@ -114,14 +115,29 @@ func (o *serveOptions) validateIssuer() error {
 	return errors.Join(errs...)
 }
 
+// readRoots reads and parses --stepca-root-file.
+func (s *stepcaOptions) readRoots() error {
+	b, err := os.ReadFile(s.rootFile)
+	if err != nil {
+		return fmt.Errorf("--stepca-root-file: %w", err)
+	}
+	roots, err := ca.ParseCertificatesPEM(b)
+	if err != nil {
+		return fmt.Errorf("--stepca-root-file %s: %w", s.rootFile, err)
+	}
+	s.roots, s.rootPEM = roots, b
+	return nil
+}
+
 // certBackend is what signs TLSContext and workload certificates.
 type certBackend struct {
 	issuer controller.Issuer
 	// setCA hands the CA state in force to the backend; the stepca
 	// backend does not sign with meshca's CA and ignores it.
 	setCA func(*ca.State) error
-	// roots are the backend's own roots, published in every trust bundle
-	// beside meshca's; nil for the local backend.
+	// roots are published in every trust bundle beside meshca's: step-ca's
+	// (--stepca-root-file), also with the local backend when given, so that
+	// step-ca's certificates stay trusted until they renew.
 	roots []*x509.Certificate
 }
 
@@ -144,5 +160,5 @@ func newCertBackend(o *serveOptions, state *ca.State, policy issuer.Policy, alg 
 	if err != nil {
 		return nil, err
 	}
-	return &certBackend{issuer: local, setCA: local.SetCA}, nil
+	return &certBackend{issuer: local, setCA: local.SetCA, roots: o.stepca.roots}, nil
 }

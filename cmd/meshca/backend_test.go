@@ -78,7 +78,11 @@ func TestIssuerFlags(t *testing.T) {
 		}},
 		"key file without password": {args: []string{"--issuer=stepca", "--stepca-url=https://step-ca:9000", "--stepca-root-file=" + rootFile,
 			"--stepca-provisioner=meshca", "--stepca-provisioner-key-file=" + passwordFile}},
-		"unknown backend": {args: []string{"--issuer=vault"}, wantErr: []string{`--issuer must be local or stepca, got "vault"`}},
+		"unknown backend":      {args: []string{"--issuer=vault"}, wantErr: []string{`--issuer must be local or stepca, got "vault"`}},
+		"root file with local": {args: []string{"--stepca-root-file=" + rootFile}},
+		"root file with local, missing": {
+			args: []string{"--stepca-root-file=" + missing}, wantErr: []string{"--stepca-root-file: open " + missing},
+		},
 		"stepca flag without stepca": {
 			args: []string{"--stepca-url=https://step-ca:9000"}, wantErr: []string{"--stepca-url is set but --issuer is local"},
 		},
@@ -106,7 +110,7 @@ func TestIssuerFlags(t *testing.T) {
 				if err != nil {
 					t.Fatalf("validate() = %v", err)
 				}
-				if o.issuerBackend == issuerStepCA {
+				if o.stepca.rootFile != "" {
 					if len(o.stepca.roots) != 2 || (o.stepca.passwordFile != "" && string(o.stepca.password) != "correct horse") {
 						t.Errorf("read %d roots and a password of %d bytes, want 2 and the file's first line", len(o.stepca.roots), len(o.stepca.password))
 					}
@@ -125,8 +129,8 @@ func TestIssuerFlags(t *testing.T) {
 	}
 }
 
-// TestCertBackend: the local backend publishes no roots of its own; the
-// stepca backend (in a tagged build) publishes step-ca's, or refuses to
+// TestCertBackend: the local backend publishes no roots of its own, or
+// step-ca's when moving back from stepca; the stepca backend (in a tagged build) publishes step-ca's, or refuses to
 // start in a default build.
 func TestCertBackend(t *testing.T) {
 	t.Parallel()
@@ -144,6 +148,16 @@ func TestCertBackend(t *testing.T) {
 	}
 	if err := local.setCA(state); err != nil {
 		t.Errorf("local setCA: %v", err)
+	}
+	back := options(t, nil, "--stepca-root-file="+testpki.WriteFile(t, t.TempDir(), "root.crt", testpki.New(t).RootPEM))
+	if err := back.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if local, err = newCertBackend(back, state, issuer.Policy{}, ""); err != nil {
+		t.Fatal(err)
+	}
+	if len(local.roots) != 1 {
+		t.Errorf("local backend with --stepca-root-file publishes %d extra roots, want 1", len(local.roots))
 	}
 
 	pki := testpki.New(t)
