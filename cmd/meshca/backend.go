@@ -24,7 +24,7 @@ const (
 // errStepCANotBuilt is the startup error of --issuer=stepca in a meshca
 // built without the stepca tag (backend_nostepca.go).
 var errStepCANotBuilt = errors.New("--issuer=stepca: this meshca was built without the stepca issuer backend; " +
-	"build it with `go build -tags stepca ./cmd/meshca` (adds ~54 MB)")
+	"build it with `go build -tags stepca ./cmd/meshca` (adds ~58 MB)")
 
 // stepcaOptions are the --stepca-* flags and, once validateIssuer has read
 // them, the files they name. password and key are secrets: never log them.
