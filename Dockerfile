@@ -2,6 +2,8 @@
 # meshca's container image: a static binary on an empty base, run as a
 # non-root numeric user (the chart's pod security context expects 65532).
 # Build: docker build -t meshca:dev .
+# With the stepca issuer backend (~58 MB more):
+#        docker build --build-arg GO_TAGS=stepca -t meshca:dev-stepca .
 
 ARG GO_VERSION=1.26.8
 
@@ -14,10 +16,11 @@ COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download
 COPY . .
 ARG TARGETOS TARGETARCH
+ARG GO_TAGS=""
 RUN --mount=type=cache,target=/go/pkg/mod \
     --mount=type=cache,target=/root/.cache/go-build \
     CGO_ENABLED=0 GOOS=$TARGETOS GOARCH=$TARGETARCH \
-    go build -trimpath -ldflags "-s -w" -o /out/meshca ./cmd/meshca
+    go build -trimpath -tags "$GO_TAGS" -ldflags "-s -w" -o /out/meshca ./cmd/meshca
 
 # scratch: no shell, no package manager, no CA certificates. meshca needs
 # none: it trusts the API server through the service account's ca.crt and

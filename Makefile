@@ -30,17 +30,20 @@ build: ## Build bin/meshca.
 kube: ## Build kube-apiserver, etcd and kubectl from source into the tool cache (once per machine).
 	@hack/build-kube.sh >/dev/null
 
-lint: ## go vet, gofmt and staticcheck (checks named in staticcheck.conf).
+lint: ## go vet, gofmt and staticcheck (checks named in staticcheck.conf), with and without -tags stepca.
 	@echo ">> go vet"; go vet ./...
+	@echo ">> go vet -tags stepca"; go vet -tags stepca ./...
 	@echo ">> gofmt"; out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^hack/kube/\|^hack/etcd/')); \
 		if [[ -n "$$out" ]]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	@echo ">> staticcheck $(STATICCHECK_VERSION)"; \
 		sc=$$(hack/go-tool.sh staticcheck honnef.co/go/tools/cmd/staticcheck $(STATICCHECK_VERSION)); \
-		"$$sc" ./...
+		"$$sc" ./... && "$$sc" -tags stepca ./...
 
 test: kube lint ## Every test: lint, then unit and integration tests with -race on the real control plane.
 	@echo ">> go test $(TEST_FLAGS) ./... (control plane from $(KUBE_BIN))"
 	go test $(TEST_FLAGS) ./...
+	@echo ">> go test -tags stepca: meshca serve --issuer=stepca against a real step-ca"
+	go test $(TEST_FLAGS) -tags stepca -run '^TestServeStepCA' ./cmd/meshca
 
 unit: ## Only the tests that need no control plane (-short).
 	go test -short $(TEST_FLAGS) ./...

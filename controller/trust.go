@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 
@@ -16,6 +17,12 @@ import (
 // The zero value holds no bundle: readers that need one wait for the first
 // Set.
 type Trust struct {
+	// Extra are roots published beside the CA's in every bundle Set makes:
+	// those of another issuer (step-ca) whose certificates consumers must
+	// trust and renewal must not take for a stranger's. They follow the
+	// CA's roots, once each. Set it before the first Set; nil means none.
+	Extra []*x509.Certificate
+
 	v atomic.Pointer[trustSnapshot]
 
 	once  sync.Once
@@ -32,18 +39,29 @@ func (t *Trust) setCh() chan struct{} {
 	return t.isSet
 }
 
-// Set replaces the bundle. It refuses PEM without a certificate, so a broken
-// CA never empties every Secret's ca.crt.
+// Set replaces the bundle with pemBundle (the CA's roots) followed by Extra.
+// It refuses PEM without a certificate, so a broken CA never empties every
+// Secret's ca.crt: Extra alone is never a bundle.
 func (t *Trust) Set(pemBundle []byte) error {
 	certs, err := ca.ParseCertificatesPEM(pemBundle)
 	if err != nil {
 		return fmt.Errorf("trust bundle: %w", err)
 	}
+	out := bytes.Clone(pemBundle)
+	for _, e := range t.Extra {
+		if !slices.ContainsFunc(certs, e.Equal) {
+			if len(out) > 0 && out[len(out)-1] != '\n' {
+				out = append(out, '\n')
+			}
+			certs = append(certs, e)
+			out = append(out, ca.EncodeCertificatesPEM(e)...)
+		}
+	}
 	pool := x509.NewCertPool()
 	for _, c := range certs {
 		pool.AddCert(c)
 	}
-	if t.v.Swap(&trustSnapshot{pem: bytes.Clone(pemBundle), pool: pool}) == nil {
+	if t.v.Swap(&trustSnapshot{pem: out, pool: pool}) == nil {
 		close(t.setCh())
 	}
 	return nil

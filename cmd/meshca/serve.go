@@ -67,6 +67,10 @@ type serveOptions struct {
 	allowNewCA           bool
 	logFormat            string
 	logLevel             string
+	// issuerBackend and stepca choose what signs TLSContext and workload
+	// certificates (backend.go).
+	issuerBackend string
+	stepca        stepcaOptions
 }
 
 func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
@@ -105,6 +109,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.allowNewCA, "allow-new-ca", false, "create a new CA even though Secrets issued by a previous one (labelled app.kubernetes.io/managed-by=meshca) exist; without it meshca refuses to start when the CA Secret is gone but its certificates are not")
 	fs.StringVar(&o.logFormat, "log-format", "auto", "log format: json, text, or auto (text on a terminal, json otherwise)")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	o.addIssuerFlags(fs)
 }
 
 // validate checks what flag parsing alone cannot.
@@ -152,6 +157,9 @@ func (o *serveOptions) validate() error {
 		errs = append(errs, fmt.Errorf("--log-format must be auto, json or text, got %q", o.logFormat))
 	}
 	if _, err := parseLevel(o.logLevel); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.validateIssuer(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -367,7 +375,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 		return err
 	}
 	log.Info("starting meshca", "version", version, "namespace", o.namespace,
-		"trustDomain", o.trustDomain, "leaderElect", o.leaderElect)
+		"trustDomain", o.trustDomain, "leaderElect", o.leaderElect, "issuer", o.issuerBackend)
 	if err := mgr.Start(ctx); err != nil {
 		return fmt.Errorf("run: %w", err)
 	}

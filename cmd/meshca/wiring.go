@@ -61,27 +61,42 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 			return fmt.Errorf("--tlscontext-selector: %w", err)
 		}
 	}
-	iss, err := issuer.NewLocal(issuer.LocalConfig{
-		CA: state,
-		Policy: issuer.Policy{
-			TrustDomain:        o.trustDomain,
-			ClusterDomain:      o.clusterDomain,
-			AllowedDNSSuffixes: o.allowedDNSSuffixes,
-			NamespaceSuffixes:  controller.NamespaceSuffixes(mgr.GetCache()),
-			AllowWildcards:     o.allowWildcards,
-			AllowIPSANs:        o.allowIPSANs,
-		},
-		DefaultDuration:     o.leafDuration,
-		DefaultKeyAlgorithm: alg,
-	})
+	backend, err := newCertBackend(o, state, issuer.Policy{
+		TrustDomain:        o.trustDomain,
+		ClusterDomain:      o.clusterDomain,
+		AllowedDNSSuffixes: o.allowedDNSSuffixes,
+		NamespaceSuffixes:  controller.NamespaceSuffixes(mgr.GetCache()),
+		AllowWildcards:     o.allowWildcards,
+		AllowIPSANs:        o.allowIPSANs,
+	}, alg)
 	if err != nil {
 		return err
 	}
+	iss := backend.issuer
 	// The bundle is set by the CA rotator when it has read the CA Secret,
 	// on the leader only: the state loaded above may be long out of date
 	// when a standby becomes leader, and every writer of Secrets, bundles
-	// and the caBundle waits for the bundle.
-	trust := &controller.Trust{}
+	// and the caBundle waits for the bundle. It holds the backend's roots
+	// (step-ca's) after the CA's, so certificates of either backend stay
+	// trusted and are not reissued for a root the bundle lacks.
+	trust := &controller.Trust{Extra: backend.roots}
+	// The webhook's serving certificate is always signed by meshca's CA
+	// and the API server trusts it through the caBundle, which must not
+	// trust more than that CA: the webhook parts get a bundle without the
+	// backend's roots.
+	webhookTrust := trust
+	if len(backend.roots) > 0 {
+		webhookTrust = &controller.Trust{}
+	}
+	setTrust := func(st *ca.State) error {
+		if err := trust.Set(st.Bundle()); err != nil {
+			return err
+		}
+		if webhookTrust != trust {
+			return webhookTrust.Set(st.Bundle())
+		}
+		return nil
+	}
 	burst := int(o.maxIssuanceRate)
 	if burst < 1 {
 		burst = 1
@@ -137,7 +152,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err := mgr.Add(manager.RunnableFunc(audit.Start)); err != nil {
 		return err
 	}
-	hooks, err := setupWebhook(mgr, o, state, trust)
+	hooks, err := setupWebhook(mgr, o, state, webhookTrust)
 	if err != nil {
 		return err
 	}
@@ -152,7 +167,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		OnChange: func(ctx context.Context, st *ca.State) error {
 			live.Store(st)
 			setSigners := func() error {
-				if err := iss.SetCA(st); err != nil {
+				if err := backend.setCA(st); err != nil {
 					return err
 				}
 				return hooks.setCA(st)
@@ -165,13 +180,13 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 				if err := setSigners(); err != nil {
 					return err
 				}
-				if err := trust.Set(st.Bundle()); err != nil {
+				if err := setTrust(st); err != nil {
 					return err
 				}
 			} else {
 				// The bundle first: a new CA is trusted before anything
 				// it signs can appear.
-				if err := trust.Set(st.Bundle()); err != nil {
+				if err := setTrust(st); err != nil {
 					return err
 				}
 				if err := setSigners(); err != nil {

@@ -29,6 +29,9 @@ var (
 		if raceBuild {
 			args = append(args, "-race")
 		}
+		if buildTags != "" {
+			args = append(args, "-tags", buildTags)
+		}
 		cmd := exec.Command("go", append(args, "./cmd/meshca")...)
 		cmd.Dir = testenv.RepoRoot()
 		if b, err := cmd.CombinedOutput(); err != nil {
@@ -51,7 +54,7 @@ func Main(m *testing.M) {
 }
 
 // Binary returns the path of the meshca binary, building it once per test
-// binary (with -race when the tests run with -race).
+// binary (with -race and -tags stepca when the tests run with them).
 func Binary(t testing.TB) string {
 	t.Helper()
 	path, err := binary()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/internal/stepcatest"
 	"github.com/meshca/meshca/internal/testpki"
 	"github.com/meshca/meshca/issuer"
 	"github.com/meshca/meshca/issuer/stepca"
@@ -43,13 +44,13 @@ func TestStepCA(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a step-ca built from source")
 	}
-	srv := startStepCA(t)
+	srv := stepcatest.Start(t)
 	config := func(name string) stepca.Config {
 		return stepca.Config{
 			URL:                 srv.URL,
 			Root:                srv.PKI.RootPEM,
 			Provisioner:         name,
-			ProvisionerPassword: []byte(provisionerPassword),
+			ProvisionerPassword: []byte(stepcatest.Password),
 		}
 	}
 
@@ -57,9 +58,9 @@ func TestStepCA(t *testing.T) {
 		t.Parallel()
 		// The provisioner key is fetched from step-ca in one case and
 		// configured (encrypted) in the others.
-		fetched := newStepCA(t, config(provisionerName))
-		withKey := config(provisionerName)
-		withKey.ProvisionerKey = srv.Keys[provisionerName]
+		fetched := newStepCA(t, config(stepcatest.Provisioner))
+		withKey := config(stepcatest.Provisioner)
+		withKey.ProvisionerKey = srv.Keys[stepcatest.Provisioner]
 		withKey.Policy = issuer.Policy{AllowIPSANs: true, AllowedDNSSuffixes: []string{"example.com"}}
 		configured := newStepCA(t, withKey)
 		tests := map[string]struct {
@@ -151,7 +152,7 @@ func TestStepCA(t *testing.T) {
 	t.Run("policy refuses before step-ca is asked", func(t *testing.T) {
 		t.Parallel()
 		proxy := startCountingProxy(t, strings.TrimPrefix(srv.URL, "https://"))
-		cfg := config(provisionerName)
+		cfg := config(stepcatest.Provisioner)
 		cfg.URL = proxy.URL
 		foreign := workloadRequest("shop")
 		foreign.SPIFFEID = "spiffe://" + td + "/ns/payments/sa/api"
@@ -202,7 +203,7 @@ func TestStepCA(t *testing.T) {
 
 	t.Run("wrong provisioner password", func(t *testing.T) {
 		t.Parallel()
-		cfg := config(provisionerName)
+		cfg := config(stepcatest.Provisioner)
 		cfg.ProvisionerPassword = []byte(wrongPassword)
 		// Fetched from step-ca: New cannot know, the first Issue fails.
 		_, err := newStepCA(t, cfg).Issue(context.Background(), workloadRequest("shop"))
@@ -210,7 +211,7 @@ func TestStepCA(t *testing.T) {
 			t.Errorf("Issue with a wrong password: %v, want ErrProvisionerKey saying the password does not decrypt the key", err)
 		}
 		// Configured: New fails at once.
-		cfg.ProvisionerKey = srv.Keys[provisionerName]
+		cfg.ProvisionerKey = srv.Keys[stepcatest.Provisioner]
 		if _, err := stepca.New(cfg); !errors.Is(err, stepca.ErrProvisionerKey) || !strings.Contains(err.Error(), "password does not decrypt") {
 			t.Errorf("New with a wrong password: %v, want ErrProvisionerKey", err)
 		}
@@ -232,7 +233,7 @@ func TestStepCA(t *testing.T) {
 		t.Parallel()
 		// Without stepca.X509Template a serving certificate gets clientAuth
 		// too: the check refuses to hand it out.
-		_, err := newStepCA(t, config(plainProvisioner)).Issue(context.Background(), issuer.Request{
+		_, err := newStepCA(t, config(stepcatest.PlainProvisioner)).Issue(context.Background(), issuer.Request{
 			Profile: issuer.ProfileServing, Namespace: "shop", DNSNames: []string{"api.shop.svc"},
 		})
 		if !errors.Is(err, issuer.ErrCheckFailed) || !strings.Contains(err.Error(), "extended key usages") {
@@ -246,7 +247,7 @@ func TestStepCA(t *testing.T) {
 		// minute of backdate is less.
 		req := workloadRequest("shop")
 		req.Duration = 3 * time.Minute
-		_, err := newStepCA(t, config(provisionerName)).Issue(context.Background(), req)
+		_, err := newStepCA(t, config(stepcatest.Provisioner)).Issue(context.Background(), req)
 		if !errors.Is(err, stepca.ErrSign) || !strings.Contains(err.Error(), "minimum") {
 			t.Errorf("Issue: %v, want ErrSign about the minimum duration", err)
 		}
@@ -254,9 +255,9 @@ func TestStepCA(t *testing.T) {
 
 	t.Run("no step-ca", func(t *testing.T) {
 		t.Parallel()
-		cfg := config(provisionerName)
+		cfg := config(stepcatest.Provisioner)
 		cfg.URL = "https://localhost:1" // nothing listens on port 1
-		cfg.ProvisionerKey = srv.Keys[provisionerName]
+		cfg.ProvisionerKey = srv.Keys[stepcatest.Provisioner]
 		cfg.Timeout = 5 * time.Second
 		_, err := newStepCA(t, cfg).Issue(context.Background(), workloadRequest("shop"))
 		if !errors.Is(err, stepca.ErrSign) {

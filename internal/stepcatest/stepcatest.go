@@ -1,4 +1,4 @@
-package stepca_test
+package stepcatest
 
 import (
 	"context"
@@ -7,14 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -25,44 +23,49 @@ import (
 	"github.com/meshca/meshca/issuer/stepca"
 )
 
-// stepCAVersion is the step-ca the tests run, built by hack/go-tool.sh.
-const stepCAVersion = "v0.30.2"
+// Version is the step-ca the tests run, built by hack/go-tool.sh.
+const Version = "v0.30.2"
 
 // Provisioners of the test step-ca.
 const (
-	provisionerName     = "meshca"         // carries stepca.X509Template
-	plainProvisioner    = "plain"          // step-ca's default leaf template
-	provisionerPassword = "correct horse"  // decrypts both provisioners' keys
-	wrongPassword       = "battery staple" // decrypts nothing
+	Provisioner      = "meshca"        // carries stepca.X509Template
+	PlainProvisioner = "plain"         // step-ca's default leaf template
+	Password         = "correct horse" // decrypts both provisioners' keys
 )
 
-// server is a running step-ca with its PKI and provisioner keys.
-type server struct {
+// Server is a running step-ca with its PKI and provisioner keys.
+type Server struct {
 	URL  string
 	PKI  *testpki.PKI
 	Keys map[string][]byte // provisioner name -> encrypted private JWK (compact JWE)
+
+	stop func()
 }
 
-// stepCABinary builds step-ca into the tool cache once per machine (without
+// Stop stops step-ca and waits for it to exit, as if it went down; the
+// test's cleanup does it too. It is safe to call more than once.
+func (s *Server) Stop() { s.stop() }
+
+// Binary builds step-ca into the tool cache once per machine (without
 // cgo, so the PC/SC library is not needed) and returns its path; $STEP_CA
 // overrides it.
-func stepCABinary(t *testing.T) string {
+func Binary(t testing.TB) string {
 	t.Helper()
 	if p := os.Getenv("STEP_CA"); p != "" {
 		return p
 	}
-	path, err := testenv.GoTool("step-ca", "github.com/smallstep/certificates/cmd/step-ca", stepCAVersion, "CGO_ENABLED=0")
+	path, err := testenv.GoTool("step-ca", "github.com/smallstep/certificates/cmd/step-ca", Version, "CGO_ENABLED=0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return path
 }
 
-// jwkProvisioner is one JWK provisioner of ca.json with a fresh key
-// encrypted with provisionerPassword; it returns the entry and the JWE.
-func jwkProvisioner(t *testing.T, name string, options any) (map[string]any, []byte) {
+// JWKProvisioner is one JWK provisioner of ca.json with a fresh key
+// encrypted with Password; it returns the entry and the JWE.
+func JWKProvisioner(t testing.TB, name string, options any) (map[string]any, []byte) {
 	t.Helper()
-	pub, jwe, err := jose.GenerateDefaultKeyPair([]byte(provisionerPassword))
+	pub, jwe, err := jose.GenerateDefaultKeyPair([]byte(Password))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,21 +92,21 @@ func jwkProvisioner(t *testing.T, name string, options any) (map[string]any, []b
 	return p, []byte(enc)
 }
 
-// startStepCA writes a ca.json for a fresh test PKI (root, intermediate with
+// Start writes a ca.json for a fresh test PKI (root, intermediate with
 // an unencrypted key, so no --password-file) and two JWK provisioners, starts
 // step-ca on a free loopback port and waits for /health. step-ca is stopped
 // when the test ends. With no "db" in ca.json step-ca keeps its used-token
 // list in memory.
-func startStepCA(t *testing.T) *server {
+func Start(t testing.TB) *Server {
 	t.Helper()
-	bin := stepCABinary(t)
+	bin := Binary(t)
 	pki := testpki.New(t)
 	dir := t.TempDir()
-	meshcaProv, meshcaKey := jwkProvisioner(t, provisionerName, map[string]any{
+	meshcaProv, meshcaKey := JWKProvisioner(t, Provisioner, map[string]any{
 		"x509": map[string]any{"template": stepca.X509Template},
 	})
-	plainProv, plainKey := jwkProvisioner(t, plainProvisioner, nil)
-	s := &server{PKI: pki, Keys: map[string][]byte{provisionerName: meshcaKey, plainProvisioner: plainKey}}
+	plainProv, plainKey := JWKProvisioner(t, PlainProvisioner, nil)
+	s := &Server{PKI: pki, Keys: map[string][]byte{Provisioner: meshcaKey, PlainProvisioner: plainKey}}
 	var logs testenv.LockedBuffer
 	for attempt := 0; ; attempt++ {
 		port := testpki.FreePort(t)
@@ -139,9 +142,12 @@ func startStepCA(t *testing.T) *server {
 		s.URL = "https://127.0.0.1:" + strconv.Itoa(port)
 		err = waitHealthy(s.URL, pki.Root, done)
 		if err == nil {
-			t.Cleanup(func() {
+			s.stop = sync.OnceFunc(func() {
 				cancel()
 				<-done
+			})
+			t.Cleanup(func() {
+				s.stop()
 				if t.Failed() {
 					t.Logf("step-ca log (last 8 KiB):\n%s", logs.Tail(8<<10))
 				}
@@ -183,60 +189,4 @@ func waitHealthy(base string, root *x509.Certificate, exited <-chan struct{}) er
 		time.Sleep(100 * time.Millisecond)
 	}
 	return last
-}
-
-// countingProxy forwards TCP connections on a loopback port to target and
-// counts them, to prove that a request never reached step-ca. step-ca
-// matches token audiences without their port, so the proxy's URL works.
-type countingProxy struct {
-	URL         string
-	connections atomic.Int64
-}
-
-func startCountingProxy(t *testing.T, target string) *countingProxy {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &countingProxy{URL: "https://" + l.Addr().String()}
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var conns []net.Conn
-	track := func(c net.Conn) {
-		mu.Lock()
-		conns = append(conns, c)
-		mu.Unlock()
-	}
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			in, err := l.Accept()
-			if err != nil {
-				return
-			}
-			p.connections.Add(1)
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			track(in)
-			track(out)
-			wg.Add(2)
-			go func() { defer wg.Done(); _, _ = io.Copy(out, in); out.Close() }()
-			go func() { defer wg.Done(); _, _ = io.Copy(in, out); in.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			c.Close()
-		}
-		mu.Unlock()
-		wg.Wait()
-	})
-	return p
 }
