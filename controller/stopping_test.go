@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"testing"
+	"time"
 
 	"github.com/meshca/meshca/issuer"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,7 +25,7 @@ func TestStoppingDropsOnlyErrorsOfAnEndingContext(t *testing.T) {
 	boom := errors.New("boom")
 	r := stopping{reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
 		if ctx.Err() != nil {
-			return reconcile.Result{Requeue: true}, ctx.Err()
+			return reconcile.Result{RequeueAfter: time.Second}, ctx.Err()
 		}
 		return reconcile.Result{}, boom
 	})}
