@@ -16,6 +16,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -103,16 +104,34 @@ func TestServeRepairsConcurrentEdits(t *testing.T) {
 		t.Fatalf("meshca exited during the edits: %v", d.Err())
 	}
 	// The storm may or may not leave this for last, so do it once more on
-	// purpose: an edited meshca.io/source on a broken Secret.
+	// purpose: an edited meshca.io/source on a broken Secret. The storm's
+	// last edit may have deleted the Secret, or meshca may be rewriting it:
+	// wait for meshca to recreate it and retry on a conflict.
 	for _, name := range []string{"gw-0-certs", "web-meshca-tls"} {
-		s, err := cs.CoreV1().Secrets(app).Get(ctx, name, metav1.GetOptions{})
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
+			s, err := cs.CoreV1().Secrets(app).Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			if err != nil {
+				return false, err
+			}
+			if s.Annotations == nil {
+				s.Annotations = map[string]string{}
+			}
+			if s.Data == nil {
+				s.Data = map[string][]byte{}
+			}
+			s.Annotations[meta.AnnotationSource] = "edited"
+			s.Data["tls.key"] = e.foreignLeaves[0].KeyPEM
+			_, err = cs.CoreV1().Secrets(app).Update(ctx, s, metav1.UpdateOptions{})
+			if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+				return false, nil
+			}
+			return err == nil, err
+		})
 		if err != nil {
-			t.Fatal(err)
-		}
-		s.Annotations[meta.AnnotationSource] = "edited"
-		s.Data["tls.key"] = e.foreignLeaves[0].KeyPEM
-		if _, err := cs.CoreV1().Secrets(app).Update(ctx, s, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
+			t.Fatalf("edit meshca.io/source of Secret %s: %v", name, err)
 		}
 	}
 
