@@ -79,7 +79,7 @@ func main() {
 		}, 0),
 		panel("Peak RSS (goal: meshca < 64 MiB at 1,000)", "MiB", []bar{
 			{"1k managed", get("peak RSS, 1000 managed")}, {"+20k unrelated", get("peak RSS, 1000 managed + 20000 unrelated")},
-			{"c-m N=1000 lifted", get("cert-manager peak RSS N=1000, lifted")}, {"meshca N=1000 lifted", get("meshca peak RSS N=1000, lifted")},
+			{"c-m 1k lifted", get("cert-manager peak RSS N=1000, lifted")}, {"meshca 1k lifted", get("meshca peak RSS N=1000, lifted")},
 		}, 64),
 	}
 	const w, h = 13 * vg.Inch, 9 * vg.Inch
