@@ -12,8 +12,7 @@ const pemLineLength = 64
 func AppendPEM(dst []byte, typ string, der []byte) []byte {
 	n := base64.StdEncoding.EncodedLen(len(der))
 	lines := (n + pemLineLength - 1) / pemLineLength
-	need := len("-----BEGIN -----\n") + len("-----END -----\n") + 2*len(typ) + n + lines
-	if cap(dst)-len(dst) < need {
+	if need := PEMLen(typ, len(der)); cap(dst)-len(dst) < need {
 		grown := make([]byte, len(dst), len(dst)+need)
 		copy(grown, dst)
 		dst = grown
@@ -32,4 +31,12 @@ func AppendPEM(dst []byte, typ string, der []byte) []byte {
 	}
 	dst = dst[:start+n+lines]
 	return append(append(append(dst, "-----END "...), typ...), "-----\n"...)
+}
+
+// PEMLen is the length of the PEM block without headers that AppendPEM
+// writes for typ and n bytes of DER, for callers that size a buffer.
+func PEMLen(typ string, n int) int {
+	b64 := base64.StdEncoding.EncodedLen(n)
+	lines := (b64 + pemLineLength - 1) / pemLineLength
+	return len("-----BEGIN -----\n") + len("-----END -----\n") + 2*len(typ) + b64 + lines
 }

@@ -23,6 +23,9 @@ func TestAppendPEMMatchesEncodingPEM(t *testing.T) {
 		if got := ca.AppendPEM(nil, "CERTIFICATE", der); !bytes.Equal(got, want) {
 			t.Fatalf("%d bytes: got\n%s\nwant\n%s", n, got, want)
 		}
+		if got := ca.PEMLen("CERTIFICATE", n); got != len(want) {
+			t.Fatalf("%d bytes: PEMLen %d, want %d", n, got, len(want))
+		}
 		prefix := []byte("prefix\n")
 		roomy := append(make([]byte, 0, 2048), prefix...)
 		got := ca.AppendPEM(roomy, "PRIVATE KEY", der)

@@ -41,3 +41,20 @@ func TestMarshalECPKCS8MatchesX509(t *testing.T) {
 		t.Fatalf("P-521 is not a curve meshca generates; want the x509 fallback, got %x", der)
 	}
 }
+
+func BenchmarkMarshalECPKCS8(b *testing.B) {
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("x509", func(b *testing.B) {
+		for b.Loop() {
+			_, _ = x509.MarshalPKCS8PrivateKey(k)
+		}
+	})
+	b.Run("meshca", func(b *testing.B) {
+		for b.Loop() {
+			marshalECPKCS8(k)
+		}
+	})
+}

@@ -233,7 +233,7 @@ func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
 		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
 	}
 	// The leaf's PEM is written into a buffer with room for the chain.
-	certPEM := make([]byte, 0, len(der)*4/3+len(der)/48+64+len(sc.chainPEM))
+	certPEM := make([]byte, 0, ca.PEMLen("CERTIFICATE", len(der))+len(sc.chainPEM))
 	certPEM = append(ca.AppendPEM(certPEM, "CERTIFICATE", der), sc.chainPEM...)
 	return &Bundle{
 		CertificatePEM:    certPEM,
