@@ -92,14 +92,12 @@ type keptCert struct {
 // keep brings the Secret of w to a current certificate. Refusals (foreign
 // Secret, policy, conflict) are Warning Events and a nil error; only
 // failures worth a retry return an error.
-func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot) (keptCert, error) {
-	kept, err := k.keepOnce(ctx, w, trust)
-	if errors.Is(err, errExists) {
-		// The cache missed a Secret that exists. The certificate just
-		// signed is dropped; a second look confirms what is there (a
-		// foreign Secret is refused, a managed one kept as usual).
+func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot) (kept keptCert, err error) {
+	// On a second look the certificate signed on the first is dropped.
+	err = againIfExists(func() (err error) {
 		kept, err = k.keepOnce(ctx, w, trust)
-	}
+		return err
+	})
 	return kept, err
 }
 

@@ -66,6 +66,18 @@ func (e *errForeignSecret) Error() string {
 // the caller looks again with confirmed reads (secretWriter.observe).
 var errExists = errors.New("exists but was not in the cache")
 
+// againIfExists runs keep, an observe-then-apply of one Secret, and runs
+// it once more when its create met a Secret the cache missed (errExists).
+// apply has marked that ref suspect, so the second observe confirms with a
+// direct read what is there: a foreign Secret is refused, a managed one
+// kept as usual.
+func againIfExists(keep func() error) error {
+	if err := keep(); !errors.Is(err, errExists) {
+		return err
+	}
+	return keep()
+}
+
 // secretWriter reads and writes Secrets meshca manages. Reads come from the
 // cache, which holds only managed Secrets.
 type secretWriter struct {

@@ -16,7 +16,7 @@ type stopping struct{ reconcile.Reconciler }
 
 func (s stopping) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	res, err := s.Reconciler.Reconcile(ctx, req)
-	if err != nil && ctx.Err() != nil {
+	if ending(ctx, err) {
 		return reconcile.Result{}, nil
 	}
 	return res, err

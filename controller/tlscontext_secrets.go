@@ -20,12 +20,7 @@ func (r *TLSContextReconciler) reconcileCASecret(ctx context.Context, src *unstr
 	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
 		return err
 	}
-	err := r.keepCASecret(ctx, src, ref, trust)
-	if errors.Is(err, errExists) {
-		// The cache missed a Secret that exists; look again, confirmed.
-		err = r.keepCASecret(ctx, src, ref, trust)
-	}
-	return err
+	return againIfExists(func() error { return r.keepCASecret(ctx, src, ref, trust) })
 }
 
 func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *trustSnapshot) error {
