@@ -60,30 +60,29 @@ const lastApplied = "kubectl.kubernetes.io/last-applied-configuration"
 // are only ever patched with the diff of two trimmed copies
 // (client.MergeFrom), which carries only what changed.
 func trimForCache(obj any) (any, error) {
+	m, err := apimeta.Accessor(obj)
+	if err != nil {
+		return obj, nil
+	}
+	m.SetManagedFields(nil)
 	switch o := obj.(type) {
 	case *unstructured.Unstructured:
-		o.SetManagedFields(nil)
-		if ann := o.GetAnnotations(); ann[lastApplied] != "" {
-			delete(ann, lastApplied)
-			o.SetAnnotations(ann)
-		}
 		delete(o.Object, "status")
-		return o, nil
 	case *appsv1.Deployment:
 		o.Spec = appsv1.DeploymentSpec{Template: trimTemplate(o.Spec.Template)}
 		o.Status = appsv1.DeploymentStatus{}
-		delete(o.Annotations, lastApplied)
 	case *appsv1.StatefulSet:
 		o.Spec = appsv1.StatefulSetSpec{Template: trimTemplate(o.Spec.Template)}
 		o.Status = appsv1.StatefulSetStatus{}
-		delete(o.Annotations, lastApplied)
 	case *appsv1.DaemonSet:
 		o.Spec = appsv1.DaemonSetSpec{Template: trimTemplate(o.Spec.Template)}
 		o.Status = appsv1.DaemonSetStatus{}
-		delete(o.Annotations, lastApplied)
+	default:
+		return obj, nil // Secrets, ConfigMaps, Namespaces: only managedFields
 	}
-	if m, err := apimeta.Accessor(obj); err == nil {
-		m.SetManagedFields(nil)
+	if ann := m.GetAnnotations(); ann[lastApplied] != "" {
+		delete(ann, lastApplied)
+		m.SetAnnotations(ann)
 	}
 	return obj, nil
 }
