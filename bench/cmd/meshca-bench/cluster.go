@@ -269,16 +269,18 @@ func (b *bench) apiRequests(ctx context.Context) (float64, error) {
 	return all - nonResource, err
 }
 
-// tlsPayload is a certificate and key of the size meshca writes, for the
-// API write floor's Secrets.
-func tlsPayload() (certPEM, keyPEM []byte, err error) {
+// selfSignedCA returns a fresh ECDSA P-256 CA certificate and its PKCS#8
+// key as PEM, valid from a minute ago for validity: the size of what meshca
+// writes, for the API write floor's Secrets, and the CA of cert-manager's
+// Issuer.
+func selfSignedCA(cn string, validity time.Duration) (certPEM, keyPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "floor"},
-		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(24 * time.Hour),
+		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(validity),
 		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
@@ -295,7 +297,7 @@ func tlsPayload() (certPEM, keyPEM []byte, err error) {
 // apiWriteFloor creates n kubernetes.io/tls Secrets serially, one request
 // after the other, and returns the total time.
 func (b *bench) apiWriteFloor(ctx context.Context, ns string, n int) (time.Duration, error) {
-	crt, key, err := tlsPayload()
+	crt, key, err := selfSignedCA("floor", 24*time.Hour)
 	if err != nil {
 		return 0, err
 	}

@@ -2,15 +2,8 @@ package main
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log"
-	"math/big"
 	"path/filepath"
 	"strings"
 	"time"
@@ -290,20 +283,7 @@ func issuerReady(ctx context.Context, dyn dynamic.Interface, ns string) bool {
 // caIssuer creates a fresh ECDSA P-256 CA (kept in the test API server
 // only) and a cert-manager CA Issuer for it.
 func (b *bench) caIssuer(ctx context.Context, dyn dynamic.Interface, ns string) error {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "bench CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(30 * 24 * time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		return err
-	}
-	kd, err := x509.MarshalPKCS8PrivateKey(key)
+	crt, key, err := selfSignedCA("bench CA", 30*24*time.Hour)
 	if err != nil {
 		return err
 	}
@@ -311,8 +291,8 @@ func (b *bench) caIssuer(ctx context.Context, dyn dynamic.Interface, ns string) 
 		ObjectMeta: metav1.ObjectMeta{Name: "bench-ca", Namespace: ns},
 		Type:       corev1.SecretTypeTLS,
 		Data: map[string][]byte{
-			corev1.TLSCertKey:       pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			corev1.TLSPrivateKeyKey: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kd}),
+			corev1.TLSCertKey:       crt,
+			corev1.TLSPrivateKeyKey: key,
 		},
 	}
 	if _, err := b.cs.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
