@@ -5,6 +5,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"net/url"
+	"slices"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -38,7 +40,7 @@ type certKeeper struct {
 // newCertKeeper builds the keeper of a reconciler from its dependencies,
 // filling their documented defaults in place: a nil reader becomes the
 // manager's direct API reader, a nil clock the real clock.
-func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk *clock.PassiveClock, iss Issuer, rec EventRecorder, m *Metrics, lim *rate.Limiter) *certKeeper {
+func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk *clock.PassiveClock, iss Issuer, rec EventRecorder, m *Metrics, lim *rate.Limiter, reserved ReservedSecrets) *certKeeper {
 	if *clk == nil {
 		*clk = clock.RealClock{}
 	}
@@ -46,7 +48,7 @@ func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk
 		*reader = mgr.GetAPIReader()
 	}
 	return &certKeeper{
-		secrets:  &secretWriter{client: c, reader: *reader, metrics: m},
+		secrets:  &secretWriter{client: c, reader: *reader, metrics: m, reserved: reserved},
 		issuer:   iss,
 		recorder: rec,
 		metrics:  m,
@@ -71,9 +73,10 @@ type certWish struct {
 	// Owners, when set, become the Secret's owner references.
 	Owners []metav1.OwnerReference
 	// Claim decides whether the source may write an existing managed
-	// Secret; same reports whether it already holds what the source wants.
-	// nil means only a Secret without a holder or held by SourceKey.
-	Claim func(ctx context.Context, s *corev1.Secret, same func() bool) (bool, error)
+	// Secret (see decideClaim); satisfied reports whether the Secret
+	// already holds a certificate the source would keep, createdFor
+	// whether meshca created it for the source (certKeeper.createdFor).
+	Claim func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error)
 }
 
 // keptCert is what keep left in the Secret.
@@ -103,9 +106,7 @@ func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot)
 
 func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnapshot) (keptCert, error) {
 	existing, err := k.secrets.observe(ctx, w.Ref)
-	var fe *errForeignSecret
-	if errors.As(err, &fe) {
-		k.foreign(w.Source, err)
+	if k.refused(w.Source, err) {
 		return keptCert{}, nil
 	}
 	if err != nil {
@@ -121,18 +122,20 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 		Now: k.clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.pool, Policy: policy,
 	}, rotator.DefaultChecks)
 
+	holder := w.SourceKey
 	if existing != nil {
-		claim := w.Claim
-		if claim == nil {
-			claim = k.defaultClaim(w)
-		}
-		ok, err := claim(ctx, existing, func() bool { return !decision.Needed })
-		if !ok || err != nil {
+		v, err := w.Claim(ctx, existing, !decision.Needed, k.createdFor(w, existing, observed.Leaf))
+		if err != nil {
 			return keptCert{}, err
 		}
+		if !v.Write {
+			k.conflict(w.Source, existing, v)
+			return keptCert{}, nil
+		}
+		holder = v.Holder
 	}
 	if !decision.Needed {
-		return k.refresh(ctx, w, existing, observed.Leaf, decision.RenewAt, trust)
+		return k.refresh(ctx, w, existing, observed.Leaf, decision.RenewAt, trust, holder)
 	}
 
 	if k.limiter != nil {
@@ -179,18 +182,22 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 	k.recorder.Eventf(w.Source, nil, corev1.EventTypeNormal, reason, "Issue",
 		"Secret %s: certificate %s (%s: %s), serial %s, valid until %s",
 		w.Ref, verb, decision.Reason, decision.Message, serialHex(b.Leaf), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
-	k.observe(w.Ref, b.Leaf, renewAt)
+	k.metrics.setExpiry(w.SourceKey, w.Ref, b.Leaf, renewAt)
 	return keptCert{After: k.until(renewAt), Serial: serialHex(b.Leaf), Reason: decision.Reason, Issued: true}, nil
 }
 
 // refresh keeps a good certificate's Secret current: ca.crt follows the
-// trust bundle and the bookkeeping annotations stay right.
-func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.Secret, leaf *x509.Certificate, renewAt time.Time, trust *trustSnapshot) (keptCert, error) {
+// trust bundle and the bookkeeping annotations stay right; holder is the
+// meshca.io/source the claim decided on.
+func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.Secret, leaf *x509.Certificate, renewAt time.Time, trust *trustSnapshot, holder string) (keptCert, error) {
 	reason := existing.Annotations[meta.AnnotationReason]
 	d := tlsSecret(w, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.pem,
 		leaf, existing.Annotations[meta.AnnotationIssuer], reason, renewAt)
-	if h := existing.Annotations[meta.AnnotationSource]; h != "" {
-		d.annotations[meta.AnnotationSource] = h
+	d.annotations[meta.AnnotationSource] = holder
+	if holder != w.SourceKey {
+		// Refreshed for a source that shares it: the holder's owners
+		// stay, or the two would take turns rewriting them.
+		d.owners = nil
 	}
 	wrote, err := k.secrets.apply(ctx, existing, d)
 	if err != nil {
@@ -199,35 +206,62 @@ func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.S
 	if wrote && string(existing.Data[corev1.ServiceAccountRootCAKey]) != string(trust.pem) {
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "Secret %s: ca.crt follows the new trust bundle", w.Ref)
 	}
-	k.observe(w.Ref, leaf, renewAt)
+	k.metrics.setExpiry(w.SourceKey, w.Ref, leaf, renewAt)
 	return keptCert{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason}, nil
 }
 
-// defaultClaim lets a source write a Secret nobody holds or it holds.
-func (k *certKeeper) defaultClaim(w certWish) func(context.Context, *corev1.Secret, func() bool) (bool, error) {
-	return func(_ context.Context, s *corev1.Secret, _ func() bool) (bool, error) {
-		holder := s.Annotations[meta.AnnotationSource]
-		if holder == "" || holder == w.SourceKey {
-			return true, nil
-		}
-		return k.conflict(w.Source, s, holder, "the holder keeps its Secret"), nil
+// createdFor reports evidence that meshca created the Secret s for the
+// source of w: this process wrote it last for that source, or it is owned
+// by the source (a workload's owner reference), or the certificate in it
+// carries the source's identity (its SPIFFE ID, which names the Secret's
+// own namespace). A Secret whose meshca.io/source was lost or edited goes
+// back to that source and to no other.
+func (k *certKeeper) createdFor(w certWish, s *corev1.Secret, leaf *x509.Certificate) bool {
+	if k.secrets.createdFor(s, w.SourceKey) {
+		return true
 	}
+	for _, o := range w.Owners {
+		if o.Controller != nil && *o.Controller && slices.ContainsFunc(s.OwnerReferences, func(r metav1.OwnerReference) bool {
+			return r.UID == o.UID && r.Kind == o.Kind && r.Controller != nil && *r.Controller
+		}) {
+			return true
+		}
+	}
+	if leaf == nil || s.Namespace != w.Source.GetNamespace() {
+		return false
+	}
+	return slices.ContainsFunc(leaf.URIs, func(u *url.URL) bool { return u.String() == w.SPIFFEID })
 }
 
-// conflict records that the Secret is held by another source and returns
-// false (the source may not write it); rule says why the holder keeps it.
-func (k *certKeeper) conflict(src client.Object, s *corev1.Secret, holder, rule string) bool {
+// conflict records that the claim on Secret s was refused: another source
+// holds it, and v.Rule says why that holder keeps it.
+func (k *certKeeper) conflict(src client.Object, s *corev1.Secret, v claimVerdict) {
 	k.metrics.Conflicts.WithLabelValues("owner").Inc()
+	holder := v.Holder
+	if holder == "" {
+		holder = "no source"
+	}
 	k.recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue",
-		"Secret %s/%s is held by %s, which asks for a different certificate; %s keeps it (%s)",
-		s.Namespace, s.Name, holder, holder, rule)
-	return false
+		"Secret %s/%s is held by %s and is not written for this object (%s)", s.Namespace, s.Name, holder, v.Rule)
 }
 
-// foreign records that a Secret meshca does not own is in the way.
-func (k *certKeeper) foreign(src client.Object, err error) {
-	k.metrics.Conflicts.WithLabelValues("foreign").Inc()
-	k.recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue", "%v", err)
+// refused records the refusals that come before any claim, and reports
+// whether err was one: a Secret meshca does not own is in the way, or the
+// reference names one of meshca's own Secrets.
+func (k *certKeeper) refused(src client.Object, err error) bool {
+	var fe *errForeignSecret
+	var re *errReserved
+	switch {
+	case errors.As(err, &fe):
+		k.metrics.Conflicts.WithLabelValues("foreign").Inc()
+		k.recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretConflict, "Issue", "%v", err)
+	case errors.As(err, &re):
+		k.metrics.Conflicts.WithLabelValues("reserved").Inc()
+		k.recorder.Eventf(src, nil, corev1.EventTypeWarning, EventSecretReserved, "Issue", "%v", err)
+	default:
+		return false
+	}
+	return true
 }
 
 // until is how long to wait for t, at least a second.
@@ -237,12 +271,6 @@ func (k *certKeeper) until(t time.Time) time.Duration {
 		d = time.Second
 	}
 	return d
-}
-
-// observe publishes a certificate's expiry and renewal time as metrics.
-func (k *certKeeper) observe(ref secretRef, leaf *x509.Certificate, renewAt time.Time) {
-	k.metrics.NotAfter.WithLabelValues(ref.Namespace, ref.Name).Set(float64(leaf.NotAfter.Unix()))
-	k.metrics.RenewAt.WithLabelValues(ref.Namespace, ref.Name).Set(float64(renewAt.Unix()))
 }
 
 // tlsSecret is the kubernetes.io/tls Secret of a certificate, with the

@@ -134,6 +134,9 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 	wish := certWish{
 		Source: src, SourceKey: sourceKey("TLSContext", ns, "tc"), Ref: *w.Secret,
 		Profile: issuer.ProfileGateway, SPIFFEID: h.rec.spiffeID(ns, w.ServiceAccount), DNSNames: w.DNSNames,
+		Claim: func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
+			return h.rec.claim(ctx, src, s, useCertificate, satisfied, createdFor)
+		},
 	}
 	trust, err := h.trust.wait(ctx)
 	if err != nil {
@@ -176,7 +179,7 @@ func TestNotOwnWrite(t *testing.T) {
 		s.Annotations = map[string]string{meta.AnnotationSource: source}
 		return s
 	}
-	w.written.Store(secretRef{"ns", "a"}, "7")
+	w.written.Store(secretRef{"ns", "a"}, lastWrite{resourceVersion: "7"})
 	cases := map[string]struct {
 		pass bool
 		got  bool

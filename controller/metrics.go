@@ -1,6 +1,10 @@
 package controller
 
 import (
+	"crypto/x509"
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshca/meshca/issuer"
@@ -19,6 +23,64 @@ type Metrics struct {
 	// BundleConflicts counts refusals to overwrite a foreign one.
 	BundleWrites    *prometheus.CounterVec
 	BundleConflicts prometheus.Counter
+
+	// expiry remembers which source last set each Secret's NotAfter and
+	// RenewAt series, so the series go when the Secret or its source does.
+	expiry expirySeries
+}
+
+// expirySeries tracks the Secrets that have NotAfter and RenewAt series and
+// the source that keeps each. A source keeps one certificate Secret at a
+// time (a TLSContext's spec.secret, a workload's Secret).
+type expirySeries struct {
+	mu       sync.Mutex
+	bySecret map[secretRef]string
+	bySource map[string]secretRef
+}
+
+// setExpiry publishes the expiry and renewal time of the certificate that
+// source keeps in ref; the series of a Secret the source kept before go.
+func (m *Metrics) setExpiry(source string, ref secretRef, leaf *x509.Certificate, renewAt time.Time) {
+	m.expiry.mu.Lock()
+	defer m.expiry.mu.Unlock()
+	if m.expiry.bySecret == nil {
+		m.expiry.bySecret, m.expiry.bySource = map[secretRef]string{}, map[string]secretRef{}
+	}
+	if old, ok := m.expiry.bySource[source]; ok && old != ref && m.expiry.bySecret[old] == source {
+		m.deleteExpiryLocked(old)
+	}
+	m.expiry.bySource[source] = ref
+	m.expiry.bySecret[ref] = source
+	m.NotAfter.WithLabelValues(ref.Namespace, ref.Name).Set(float64(leaf.NotAfter.Unix()))
+	m.RenewAt.WithLabelValues(ref.Namespace, ref.Name).Set(float64(renewAt.Unix()))
+}
+
+// forgetSource removes the series of the Secret that source keeps, if it
+// still keeps it: the source is gone or no longer wants a certificate.
+func (m *Metrics) forgetSource(source string) {
+	m.expiry.mu.Lock()
+	defer m.expiry.mu.Unlock()
+	ref, ok := m.expiry.bySource[source]
+	if !ok {
+		return
+	}
+	delete(m.expiry.bySource, source)
+	if m.expiry.bySecret[ref] == source {
+		m.deleteExpiryLocked(ref)
+	}
+}
+
+// forgetSecret removes the series of a Secret that is gone.
+func (m *Metrics) forgetSecret(ref secretRef) {
+	m.expiry.mu.Lock()
+	defer m.expiry.mu.Unlock()
+	m.deleteExpiryLocked(ref)
+}
+
+func (m *Metrics) deleteExpiryLocked(ref secretRef) {
+	delete(m.expiry.bySecret, ref)
+	m.NotAfter.DeleteLabelValues(ref.Namespace, ref.Name)
+	m.RenewAt.DeleteLabelValues(ref.Namespace, ref.Name)
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not
@@ -35,7 +97,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"profile", "cause"}),
 		Conflicts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshca_secret_conflicts_total",
-			Help: "Writes refused because the Secret is not meshca's (foreign) or is held by another source (owner).",
+			Help: "Writes refused because the Secret is not meshca's (foreign), is held by another source (owner) or is one of meshca's own (reserved).",
 		}, []string{"kind"}),
 		Writes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshca_secret_writes_total",
@@ -69,7 +131,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			m.Failures.WithLabelValues(string(p), cause)
 		}
 	}
-	for _, kind := range []string{"foreign", "owner"} {
+	for _, kind := range []string{"foreign", "owner", "reserved"} {
 		m.Conflicts.WithLabelValues(kind)
 	}
 	for _, rule := range []string{"policy", "spec", "cross-namespace"} {

@@ -84,13 +84,37 @@ type secretWriter struct {
 	client  client.Client
 	reader  client.Reader
 	metrics *Metrics
+	// reserved are meshca's own Secrets: never read for, or written by, a
+	// source.
+	reserved ReservedSecrets
 	// suspect holds the refs (secretRef) where a create met a Secret the
 	// cache did not show; a cache miss there is confirmed with a direct
 	// read before anything is signed.
 	suspect sync.Map
-	// written holds, per ref (secretRef), the resourceVersion of meshca's
-	// last write of it, for notOwnWrite.
+	// written holds, per ref (secretRef), meshca's last write of it (a
+	// lastWrite): its resourceVersion for notOwnWrite, and the UID and
+	// holder that createdFor reads.
 	written sync.Map
+}
+
+// lastWrite is what secretWriter remembers of its last write of a Secret.
+type lastWrite struct {
+	resourceVersion string
+	uid             types.UID
+	holder          string
+}
+
+// createdFor reports whether this writer wrote s, the same object, last
+// for source: evidence that meshca created it for that source when its
+// meshca.io/source has since been lost or edited.
+func (w *secretWriter) createdFor(s *corev1.Secret, source string) bool {
+	v, ok := w.written.Load(secretRef{s.Namespace, s.Name})
+	return ok && v.(lastWrite).uid == s.UID && v.(lastWrite).holder == source
+}
+
+// remember records a write of s (as the API server returned it).
+func (w *secretWriter) remember(ref secretRef, s *corev1.Secret) {
+	w.written.Store(ref, lastWrite{resourceVersion: s.ResourceVersion, uid: s.UID, holder: s.Annotations[meta.AnnotationSource]})
 }
 
 // notOwnWrite drops the Secret watch events that report meshca's own last
@@ -103,8 +127,8 @@ type secretWriter struct {
 // old object, must hear that it lost the Secret (a SecretConflict Event).
 func (w *secretWriter) notOwnWrite() predicate.Predicate {
 	own := func(o client.Object) bool {
-		rv, ok := w.written.Load(secretRef{o.GetNamespace(), o.GetName()})
-		return ok && rv == o.GetResourceVersion()
+		v, ok := w.written.Load(secretRef{o.GetNamespace(), o.GetName()})
+		return ok && v.(lastWrite).resourceVersion == o.GetResourceVersion()
 	}
 	return predicate.Funcs{
 		CreateFunc: func(e event.CreateEvent) bool { return !own(e.Object) },
@@ -113,7 +137,13 @@ func (w *secretWriter) notOwnWrite() predicate.Predicate {
 				e.ObjectOld.GetAnnotations()[meta.AnnotationSource] != e.ObjectNew.GetAnnotations()[meta.AnnotationSource]
 		},
 		DeleteFunc: func(e event.DeleteEvent) bool {
-			w.written.Delete(secretRef{e.Object.GetNamespace(), e.Object.GetName()})
+			ref := secretRef{e.Object.GetNamespace(), e.Object.GetName()}
+			w.written.Delete(ref)
+			// A Secret that is gone has no expiry; its source, if it
+			// still wants one, publishes the next.
+			if w.metrics != nil {
+				w.metrics.forgetSecret(ref)
+			}
 			return true
 		},
 	}
@@ -144,6 +174,9 @@ func (w *secretWriter) get(ctx context.Context, ref secretRef) (*corev1.Secret, 
 // there from then on. So a Secret that has never existed costs one
 // request, its create, and a foreign one is still never written.
 func (w *secretWriter) observe(ctx context.Context, ref secretRef) (*corev1.Secret, error) {
+	if w.reserved.has(ref) {
+		return nil, &errReserved{ref}
+	}
 	if _, ok := w.suspect.Load(ref); ok {
 		return w.get(ctx, ref)
 	}
@@ -210,6 +243,9 @@ type desiredSecret struct {
 // It returns whether it wrote. A Secret of the wrong type is replaced, since
 // the type of a Secret cannot change.
 func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d desiredSecret) (bool, error) {
+	if w.reserved.has(d.ref) {
+		return false, &errReserved{d.ref}
+	}
 	if existing != nil && existing.Type != d.typ {
 		if err := w.delete(ctx, existing); err != nil {
 			return false, err
@@ -237,7 +273,7 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 			}
 			return false, fmt.Errorf("create Secret %s: %w", d.ref, err)
 		}
-		w.written.Store(d.ref, s.ResourceVersion)
+		w.remember(d.ref, s)
 		w.metrics.Writes.WithLabelValues("create").Inc()
 		return true, nil
 	}
@@ -262,7 +298,7 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 	if err := w.client.Update(ctx, s); err != nil {
 		return false, fmt.Errorf("update Secret %s: %w", d.ref, err)
 	}
-	w.written.Store(d.ref, s.ResourceVersion)
+	w.remember(d.ref, s)
 	w.metrics.Writes.WithLabelValues("update").Inc()
 	return true, nil
 }
@@ -286,8 +322,12 @@ func needsUpdate(s *corev1.Secret, d desiredSecret) bool {
 
 // delete removes a managed Secret, only if it is still the one we read.
 func (w *secretWriter) delete(ctx context.Context, s *corev1.Secret) error {
+	ref := secretRef{s.Namespace, s.Name}
+	if w.reserved.has(ref) {
+		return &errReserved{ref}
+	}
 	if !isManaged(s) {
-		return &errForeignSecret{secretRef{s.Namespace, s.Name}}
+		return &errForeignSecret{ref}
 	}
 	err := w.client.Delete(ctx, s, client.Preconditions{UID: &s.UID, ResourceVersion: &s.ResourceVersion})
 	if err != nil && !apierrors.IsNotFound(err) {

@@ -62,6 +62,7 @@ const (
 	EventCrossNamespace = "CrossNamespaceRefused"
 	EventIssueFailed    = "IssueFailed"
 	EventSecretDeleted  = "SecretDeleted"
+	EventSecretReserved = "SecretReserved"
 )
 
 // SecretCleanup says what happens to Secrets when their source goes away.
@@ -95,6 +96,8 @@ type TLSContextConfig struct {
 	// means all. A Secret outside them is refused with an Event: the
 	// cache cannot read it, so trying would fail and retry forever.
 	Namespaces []string
+	// Reserved are meshca's own Secrets, which no TLSContext may name.
+	Reserved ReservedSecrets
 	// MaxConcurrentReconciles; 0 means 16. A reconcile that issues spends
 	// most of its time waiting for the Secret write, so in a burst the
 	// workers, not the CPU, bound how fast new TLSContexts are served; the
@@ -140,7 +143,7 @@ func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	if r.Config.MaxConcurrentReconciles == 0 {
 		r.Config.MaxConcurrentReconciles = 16
 	}
-	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter)
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter, r.Config.Reserved)
 	r.secrets = r.keeper.secrets
 	r.resync = make(chan event.TypedGenericEvent[*unstructured.Unstructured], 1024)
 
@@ -263,14 +266,17 @@ func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	}
 	src := &unstructured.Unstructured{}
 	src.SetGroupVersionKind(TLSContextGVK)
+	me := sourceKey(tlsContextKind, req.Namespace, req.Name)
 	err := r.Client.Get(ctx, req.NamespacedName, src)
 	if apierrors.IsNotFound(err) {
+		r.Metrics.forgetSource(me)
 		return reconcile.Result{}, r.cleanup(ctx, req.NamespacedName, nil)
 	}
 	if err != nil {
 		return reconcile.Result{}, err
 	}
 	if !r.managed(src) {
+		r.Metrics.forgetSource(me)
 		return reconcile.Result{}, r.cleanup(ctx, req.NamespacedName, nil)
 	}
 	wish, err := parseGatewayWish(src, r.Config.GatewayServiceAccount, string(r.Config.KeyAlgorithm))
@@ -287,6 +293,9 @@ func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	}
 
 	var after time.Duration
+	if wish.Secret == nil {
+		r.Metrics.forgetSource(me)
+	}
 	if wish.Secret != nil {
 		if after, err = r.reconcileGateway(ctx, src, wish, trust); err != nil {
 			return reconcile.Result{}, err
@@ -335,46 +344,42 @@ func (r *TLSContextReconciler) crossNamespaceAllowed(ctx context.Context, src cl
 	return false, nil
 }
 
-// claim decides whether src may write the managed Secret s, which another
-// source may hold. The smallest source key wins while both want the Secret,
-// so two TLSContexts naming one Secret settle without a write loop.
-func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *corev1.Secret, same func() bool) (bool, error) {
-	me := sourceKey("TLSContext", src.GetNamespace(), src.GetName())
-	holder := s.Annotations[meta.AnnotationSource]
-	if holder == "" || holder == me || same() {
-		return true, nil
+// claim decides whether src may write the managed Secret s, used as u
+// (see decideClaim for the rules).
+func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *corev1.Secret, u use, satisfied, createdFor bool) (claimVerdict, error) {
+	c := claimant{
+		Key:  sourceKey(tlsContextKind, src.GetNamespace(), src.GetName()),
+		Kind: tlsContextKind, Namespace: src.GetNamespace(), Use: u, Satisfied: satisfied, CreatedFor: createdFor,
 	}
-	kind, ns, name, ok := parseSourceKey(holder)
-	if !ok {
-		// Not a source meshca wrote (someone edited the annotation):
-		// nothing else can hold the Secret by it.
-		return true, nil
+	h := parseHolder(s.Annotations[meta.AnnotationSource])
+	if h.Kind == tlsContextKind && h.Key != c.Key {
+		other := &unstructured.Unstructured{}
+		other.SetGroupVersionKind(TLSContextGVK)
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: h.Namespace, Name: h.Name}, other)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return claimVerdict{}, err
+		case r.managed(other):
+			h.Use, h.Live = secretUse(other, secretRef{s.Namespace, s.Name})
+		}
 	}
-	if kind != "TLSContext" {
-		// Held by another kind of source (a workload): never take it.
-		return r.keeper.conflict(src, s, holder, "a TLSContext never takes a workload's Secret"), nil
-	}
-	other := &unstructured.Unstructured{}
-	other.SetGroupVersionKind(TLSContextGVK)
-	err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, other)
-	if apierrors.IsNotFound(err) {
-		return true, nil // the holder is gone: take over
-	}
-	if err != nil {
-		return false, err
-	}
-	if !r.managed(other) || !wantsSecret(other, secretRef{s.Namespace, s.Name}) || me < holder {
-		return true, nil
-	}
-	return r.keeper.conflict(src, s, holder, "the smaller name wins"), nil
+	return decideClaim(s.Namespace, c, h), nil
 }
 
-func wantsSecret(u *unstructured.Unstructured, ref secretRef) bool {
+// secretUse reports whether the TLSContext u names the Secret at ref, and
+// as what. A TLSContext whose spec does not parse names nothing.
+func secretUse(u *unstructured.Unstructured, ref secretRef) (use, bool) {
 	w, err := parseGatewayWish(u, "", "")
-	if err != nil {
-		return false
+	switch {
+	case err != nil:
+		return 0, false
+	case w.Secret != nil && *w.Secret == ref:
+		return useCertificate, true
+	case w.CASecret != nil && *w.CASecret == ref:
+		return useBundle, true
 	}
-	return (w.Secret != nil && *w.Secret == ref) || (w.CASecret != nil && *w.CASecret == ref)
+	return 0, false
 }
 
 func (r *TLSContextReconciler) spiffeID(ns, sa string) string {
@@ -398,8 +403,8 @@ func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstru
 		Duration:     w.Duration,
 		RenewBefore:  w.RenewBefore,
 		KeyAlgorithm: w.KeyAlgorithm,
-		Claim: func(ctx context.Context, s *corev1.Secret, same func() bool) (bool, error) {
-			return r.claim(ctx, src, s, same)
+		Claim: func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
+			return r.claim(ctx, src, s, useCertificate, satisfied, createdFor)
 		},
 	}, trust)
 	return kept.After, err

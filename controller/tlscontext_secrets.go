@@ -3,13 +3,13 @@ package controller
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/event"
 
 	"github.com/meshca/meshca/internal/meta"
 )
@@ -25,13 +25,29 @@ func (r *TLSContextReconciler) reconcileCASecret(ctx context.Context, src *unstr
 
 func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *trustSnapshot) error {
 	existing, err := r.secrets.observe(ctx, ref)
-	var fe *errForeignSecret
-	if errors.As(err, &fe) {
-		r.keeper.foreign(src, err)
+	if r.keeper.refused(src, err) {
 		return nil
 	}
 	if err != nil {
 		return err
+	}
+	holder := sourceKey(tlsContextKind, src.GetNamespace(), src.GetName())
+	if existing != nil {
+		// The claim rules of spec.secret hold here too: a Secret held by
+		// another source is never overwritten or retyped for this one,
+		// except that sources naming it as a CA Secret share it (they all
+		// want the same bundle) and the first holder stays recorded.
+		satisfied := existing.Type == corev1.SecretTypeOpaque &&
+			bytes.Equal(existing.Data[corev1.TLSCertKey], trust.pem) && bytes.Equal(existing.Data[corev1.ServiceAccountRootCAKey], trust.pem)
+		v, err := r.claim(ctx, src, existing, useBundle, satisfied, r.secrets.createdFor(existing, holder))
+		if err != nil {
+			return err
+		}
+		if !v.Write {
+			r.keeper.conflict(src, existing, v)
+			return nil
+		}
+		holder = v.Holder
 	}
 	d := desiredSecret{
 		ref: ref,
@@ -40,16 +56,7 @@ func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructur
 			corev1.TLSCertKey:              trust.pem,
 			corev1.ServiceAccountRootCAKey: trust.pem,
 		},
-		annotations: map[string]string{
-			meta.AnnotationSource: sourceKey("TLSContext", src.GetNamespace(), src.GetName()),
-		},
-	}
-	if existing != nil {
-		// Every TLSContext wants the same bundle, so a CA Secret shared by
-		// several is no conflict: the first holder stays recorded.
-		if h := existing.Annotations[meta.AnnotationSource]; h != "" {
-			d.annotations[meta.AnnotationSource] = h
-		}
+		annotations: map[string]string{meta.AnnotationSource: holder},
 	}
 	wrote, err := r.secrets.apply(ctx, existing, d)
 	if err != nil {
@@ -67,13 +74,15 @@ func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructur
 
 // cleanup handles Secrets a TLSContext no longer wants (wish nil: the
 // TLSContext is gone or no longer managed). With the keep policy it does
-// nothing; with delete it removes the managed Secrets it still holds.
+// nothing; with delete it removes the managed Secrets it still holds, but
+// not one that another TLSContext still names (a CA Secret they share, a
+// certificate another refreshed as is): that one is handed to them.
 func (r *TLSContextReconciler) cleanup(ctx context.Context, key types.NamespacedName, wish *gatewayWish) error {
 	if r.Config.Cleanup != CleanupDelete {
 		return nil
 	}
 	list := &corev1.SecretList{}
-	if err := r.Client.List(ctx, list, client.MatchingFields{sourceIndex: sourceKey("TLSContext", key.Namespace, key.Name)}); err != nil {
+	if err := r.Client.List(ctx, list, client.MatchingFields{sourceIndex: sourceKey(tlsContextKind, key.Namespace, key.Name)}); err != nil {
 		return fmt.Errorf("list Secrets of %s: %w", key, err)
 	}
 	for i := range list.Items {
@@ -82,11 +91,56 @@ func (r *TLSContextReconciler) cleanup(ctx context.Context, key types.Namespaced
 		if wish != nil && ((wish.Secret != nil && *wish.Secret == ref) || (wish.CASecret != nil && *wish.CASecret == ref)) {
 			continue
 		}
+		others, err := r.othersNaming(ctx, key, ref)
+		if err != nil {
+			return err
+		}
+		if len(others) > 0 {
+			// They take it over: the holder recorded is gone or no
+			// longer names it.
+			for _, o := range others {
+				select {
+				case r.resync <- event.TypedGenericEvent[*unstructured.Unstructured]{Object: o}:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			continue
+		}
 		if err := r.secrets.delete(ctx, s); err != nil {
 			return err
 		}
-		r.Metrics.NotAfter.DeleteLabelValues(s.Namespace, s.Name)
-		r.Metrics.RenewAt.DeleteLabelValues(s.Namespace, s.Name)
+		r.Metrics.forgetSecret(ref)
 	}
 	return nil
+}
+
+// othersNaming returns the managed TLSContexts other than not that name the
+// Secret at ref and may take it once not lets it go, as keys for the resync
+// queue.
+func (r *TLSContextReconciler) othersNaming(ctx context.Context, not types.NamespacedName, ref secretRef) ([]*unstructured.Unstructured, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(TLSContextGVK.GroupVersion().WithKind("TLSContextList"))
+	if err := r.Client.List(ctx, list, client.MatchingFields{namespacesIndex: ref.Namespace}); err != nil {
+		return nil, fmt.Errorf("list TLSContexts naming %s: %w", ref, err)
+	}
+	var out []*unstructured.Unstructured
+	for i := range list.Items {
+		item := &list.Items[i]
+		if client.ObjectKeyFromObject(item) == not || !r.managed(item) {
+			continue
+		}
+		u, ok := secretUse(item, ref)
+		if !ok {
+			continue
+		}
+		c := claimant{Key: sourceKey(tlsContextKind, item.GetNamespace(), item.GetName()), Kind: tlsContextKind, Namespace: item.GetNamespace(), Use: u}
+		if gone := parseHolder(sourceKey(tlsContextKind, not.Namespace, not.Name)); decideClaim(ref.Namespace, c, gone).Write {
+			k := &unstructured.Unstructured{}
+			k.SetNamespace(item.GetNamespace())
+			k.SetName(item.GetName())
+			out = append(out, k)
+		}
+	}
+	return out, nil
 }

@@ -79,6 +79,11 @@ func parseGatewayWish(u *unstructured.Unstructured, defaultSA string, defaultKey
 	if w.Secret == nil && w.CASecret == nil {
 		return nil, specErrorf("neither spec.secret nor spec.ca_secret is set: nothing to issue")
 	}
+	if w.Secret != nil && w.CASecret != nil && *w.Secret == *w.CASecret {
+		// One Secret cannot be both: the certificate is kubernetes.io/tls
+		// and the bundle Opaque, so each write would undo the other.
+		return nil, specErrorf("spec.secret and spec.ca_secret both name Secret %s: the gateway certificate and the CA bundle need two Secrets", w.Secret)
+	}
 
 	hosts, err := stringList(spec, "hosts")
 	if err != nil {

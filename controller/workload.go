@@ -50,6 +50,8 @@ type WorkloadConfig struct {
 	ClusterDomain string
 	// KeyAlgorithm is the default key algorithm; "" means the issuer's.
 	KeyAlgorithm ca.KeyAlgorithm
+	// Reserved are meshca's own Secrets, which no workload may name.
+	Reserved ReservedSecrets
 	// MaxConcurrentReconciles per kind; 0 means 4.
 	MaxConcurrentReconciles int
 }
@@ -98,14 +100,14 @@ func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manage
 	if r.Config.MaxConcurrentReconciles == 0 {
 		r.Config.MaxConcurrentReconciles = 4
 	}
-	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter)
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter, r.Config.Reserved)
 	r.resync = map[string]chan event.GenericEvent{}
 	for _, kind := range WorkloadKinds {
 		ch := make(chan event.GenericEvent, 1024)
 		r.resync[kind] = ch
 		err := ctrl.NewControllerManagedBy(mgr).
 			Named(strings.ToLower(kind)).
-			For(newWorkload(kind), builder.WithPredicates(predicate.NewPredicateFuncs(wantsCertificate))).
+			For(newWorkload(kind), builder.WithPredicates(wantedOrWas)).
 			Watches(&corev1.Secret{}, handler.EnqueueRequestsFromMapFunc(secretToSource(kind)), builder.WithPredicates(r.keeper.secrets.notOwnWrite())).
 			Watches(&corev1.Namespace{}, handler.EnqueueRequestsFromMapFunc(r.namespaceToWorkloads(kind)), builder.WithPredicates(notInitialList)).
 			WatchesRawSource(source.Channel(ch, &handler.EnqueueRequestForObject{})).
@@ -116,6 +118,15 @@ func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manage
 		}
 	}
 	return nil
+}
+
+// wantedOrWas passes the events of workloads that want a certificate, and
+// the update of one that stops wanting it, so its expiry series go.
+var wantedOrWas = predicate.Funcs{
+	CreateFunc:  func(e event.CreateEvent) bool { return wantsCertificate(e.Object) },
+	UpdateFunc:  func(e event.UpdateEvent) bool { return wantsCertificate(e.ObjectNew) || wantsCertificate(e.ObjectOld) },
+	DeleteFunc:  func(e event.DeleteEvent) bool { return wantsCertificate(e.Object) },
+	GenericFunc: func(e event.GenericEvent) bool { return wantsCertificate(e.Object) },
 }
 
 // newWorkload returns an empty object of an apps/v1 workload kind.
@@ -259,13 +270,19 @@ func parseWorkloadWish(o client.Object, cfg WorkloadConfig) (*workloadWish, erro
 // reconcile keeps one workload's certificate Secret current.
 func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key types.NamespacedName) (reconcile.Result, error) {
 	obj := newWorkload(kind)
+	me := sourceKey(kind, key.Namespace, key.Name)
 	if err := r.Client.Get(ctx, key, obj); err != nil {
 		// A deleted workload's Secret goes with it: the garbage collector
 		// follows the owner reference.
+		if apierrors.IsNotFound(err) {
+			r.Metrics.forgetSource(me)
+		}
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
 	if !wantsCertificate(obj) {
-		// The Secret stays until the workload goes (its owner reference).
+		// The Secret stays until the workload goes (its owner reference),
+		// no longer renewed.
+		r.Metrics.forgetSource(me)
 		return reconcile.Result{}, nil
 	}
 	wish, err := parseWorkloadWish(obj, r.Config)
@@ -280,7 +297,6 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	me := sourceKey(kind, obj.GetNamespace(), obj.GetName())
 	kept, err := r.keeper.keep(ctx, certWish{
 		Source:       obj,
 		SourceKey:    me,
@@ -292,8 +308,8 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 		RenewBefore:  wish.RenewBefore,
 		KeyAlgorithm: wish.KeyAlgorithm,
 		Owners:       []metav1.OwnerReference{ownerReference(kind, obj)},
-		Claim: func(ctx context.Context, s *corev1.Secret, _ func() bool) (bool, error) {
-			return r.claim(ctx, obj, me, s)
+		Claim: func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
+			return r.claim(ctx, obj, kind, s, satisfied, createdFor)
 		},
 	}, trust)
 	if err != nil {
@@ -319,37 +335,27 @@ func ownerReference(kind string, o client.Object) metav1.OwnerReference {
 	}
 }
 
-// claim lets a workload write a managed Secret that it holds, that nobody
-// holds, or whose holding workload is gone or no longer wants it. A Secret
-// held by a TLSContext or by a workload still using it is a conflict.
-func (r *WorkloadReconciler) claim(ctx context.Context, obj client.Object, me string, s *corev1.Secret) (bool, error) {
-	holder := s.Annotations[meta.AnnotationSource]
-	if holder == "" || holder == me {
-		return true, nil
+// claim decides whether the workload obj may write the managed Secret s
+// (see decideClaim for the rules).
+func (r *WorkloadReconciler) claim(ctx context.Context, obj client.Object, kind string, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
+	c := claimant{
+		Key:  sourceKey(kind, obj.GetNamespace(), obj.GetName()),
+		Kind: kind, Namespace: obj.GetNamespace(), Use: useCertificate, Satisfied: satisfied, CreatedFor: createdFor,
 	}
-	kind, ns, name, ok := parseSourceKey(holder)
-	if !ok {
-		// Not a source meshca wrote (someone edited the annotation):
-		// nothing else can hold the Secret by it.
-		return true, nil
-	}
-	if ns == s.Namespace && isWorkloadKind(kind) {
-		other := newWorkload(kind)
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, other)
-		if apierrors.IsNotFound(err) {
-			return true, nil
-		}
-		if err != nil {
-			return false, err
-		}
-		if !wantsCertificate(other) {
-			return true, nil
-		}
-		if w, err := parseWorkloadWish(other, r.Config); err != nil || w.Secret.Name != s.Name {
-			return true, nil
+	h := parseHolder(s.Annotations[meta.AnnotationSource])
+	if isWorkloadKind(h.Kind) && h.Namespace == s.Namespace && h.Key != c.Key {
+		other := newWorkload(h.Kind)
+		err := r.Client.Get(ctx, types.NamespacedName{Namespace: h.Namespace, Name: h.Name}, other)
+		switch {
+		case apierrors.IsNotFound(err):
+		case err != nil:
+			return claimVerdict{}, err
+		case wantsCertificate(other):
+			w, err := parseWorkloadWish(other, r.Config)
+			h.Live = err == nil && w.Secret == secretRef{s.Namespace, s.Name}
 		}
 	}
-	return r.keeper.conflict(obj, s, holder, "the first holder keeps it"), nil
+	return decideClaim(s.Namespace, c, h), nil
 }
 
 func isWorkloadKind(kind string) bool { return slices.Contains(WorkloadKinds, kind) }

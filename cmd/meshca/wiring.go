@@ -112,6 +112,11 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err := mgr.Add(manager.RunnableFunc(events.Start)); err != nil {
 		return err
 	}
+	// meshca's own Secrets: no TLSContext or workload may name them.
+	reserved := controller.ReservedSecrets{
+		{Namespace: o.namespace, Name: ca.DefaultSecretName},
+		{Namespace: o.namespace, Name: o.webhookSecret},
+	}
 	tls := &controller.TLSContextReconciler{
 		Client:   mgr.GetClient(),
 		Issuer:   iss,
@@ -127,13 +132,14 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 			Cleanup:               controller.SecretCleanup(o.secretCleanup),
 			AllowCrossNamespace:   o.allowCrossNamespace,
 			Namespaces:            o.watchNamespaces,
+			Reserved:              reserved,
 		},
 	}
 	if err := tls.SetupWithManager(ctx, mgr); err != nil {
 		return fmt.Errorf("set up TLSContext controller: %w", err)
 	}
 	resync, err := setupWorkloadsAndBundle(ctx, mgr, o, workloadDeps{
-		issuer: iss, trust: trust, metrics: metrics, limiter: tls.Limiter, keyAlgorithm: alg, events: events,
+		issuer: iss, trust: trust, metrics: metrics, limiter: tls.Limiter, keyAlgorithm: alg, events: events, reserved: reserved,
 	})
 	if err != nil {
 		return err
@@ -324,6 +330,7 @@ type workloadDeps struct {
 	limiter      *rate.Limiter
 	keyAlgorithm ca.KeyAlgorithm
 	events       controller.EventRecorder
+	reserved     controller.ReservedSecrets
 }
 
 // setupWorkloadsAndBundle adds the workload certificate and trust bundle
@@ -341,6 +348,7 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 			TrustDomain:   o.trustDomain,
 			ClusterDomain: o.clusterDomain,
 			KeyAlgorithm:  d.keyAlgorithm,
+			Reserved:      d.reserved,
 		},
 	}
 	if err := work.SetupWithManager(ctx, mgr); err != nil {
