@@ -341,6 +341,10 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 			TrustDomain:   o.trustDomain,
 			ClusterDomain: o.clusterDomain,
 			KeyAlgorithm:  d.keyAlgorithm,
+			// With --restart-on-rotate=false the chart grants no patch on
+			// workloads: meshca must not try one.
+			DisableRestartOnRotate: !o.restartOnRotate,
+			Namespace:              o.namespace,
 		},
 	}
 	if err := work.SetupWithManager(ctx, mgr); err != nil {
