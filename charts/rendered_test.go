@@ -20,7 +20,7 @@ var daemonFlags = []string{
 	"--tlscontext-selector", "--gateway-service-account",
 	"--allowed-dns-suffixes", "--allow-wildcards", "--allow-ip-sans",
 	"--allow-cross-namespace-secrets", "--bundle-namespace-selector",
-	"--secret-cleanup", "--webhook-port", "--webhook-configuration",
+	"--secret-cleanup", "--restart-on-rotate", "--webhook-port", "--webhook-configuration",
 	"--webhook-names", "--metrics-address", "--health-address",
 	"--leader-elect",
 }

@@ -54,6 +54,14 @@ type WorkloadConfig struct {
 	Reserved ReservedSecrets
 	// MaxConcurrentReconciles per kind; 0 means 4.
 	MaxConcurrentReconciles int
+	// DisableRestartOnRotate makes meshca ignore meshca.io/restart-on-rotate:
+	// it never patches a workload and records EventRestartDisabled on a
+	// renewal instead (--restart-on-rotate=false).
+	DisableRestartOnRotate bool
+	// Namespace is meshca's own (--namespace); its workloads, like those
+	// of kube-system, are never patched (restart.go). "" means kube-system
+	// only.
+	Namespace string
 }
 
 // WorkloadReconciler issues workload certificates for Deployments,
@@ -315,7 +323,7 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if wish.RestartOnRotate {
+	if wish.RestartOnRotate && r.mayRestart(obj, kept) {
 		if err := r.restartOnRotate(ctx, obj, kept); err != nil {
 			return reconcile.Result{}, err
 		}

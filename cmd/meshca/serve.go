@@ -53,6 +53,7 @@ type serveOptions struct {
 	allowCrossNamespace  bool
 	bundleNamespaceSel   string
 	secretCleanup        string
+	restartOnRotate      bool
 	webhookPort          int
 	webhookConfiguration string
 	webhookNames         []string
@@ -95,6 +96,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.BoolVar(&o.allowCrossNamespace, "allow-cross-namespace-secrets", false, "write Secrets in other namespaces (name.namespace) without the target's meshca.io/accept-secrets-from label")
 	fs.StringVar(&o.bundleNamespaceSel, "bundle-namespace-selector", "", "label selector of namespaces that get the meshca-trust-bundle ConfigMap; empty: all")
 	fs.StringVar(&o.secretCleanup, "secret-cleanup", "keep", "what happens to Secrets meshca wrote when their source goes away: keep or delete")
+	fs.BoolVar(&o.restartOnRotate, "restart-on-rotate", true, "honour meshca.io/restart-on-rotate: after a renewal, patch the workload's pod template so its pods roll (needs patch on Deployments, StatefulSets and DaemonSets); false: never patch, record a Warning Event RestartDisabled on each renewal instead. Workloads in kube-system and --namespace are never patched")
 	fs.IntVar(&o.webhookPort, "webhook-port", 9443, "HTTPS port of the admission webhook (POST /mutate)")
 	fs.StringVar(&o.webhookConfiguration, "webhook-configuration", "meshca", "name of the MutatingWebhookConfiguration whose caBundle meshca maintains")
 	fs.StringSliceVar(&o.webhookNames, "webhook-names", nil, "DNS names or IPs in the webhook's serving certificate; default meshca.<namespace>.svc and meshca.<namespace>.svc.<cluster-domain> (use 127.0.0.1 out of cluster)")

@@ -349,6 +349,10 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 			ClusterDomain: o.clusterDomain,
 			KeyAlgorithm:  d.keyAlgorithm,
 			Reserved:      d.reserved,
+			// With --restart-on-rotate=false the chart grants no patch on
+			// workloads: meshca must not try one.
+			DisableRestartOnRotate: !o.restartOnRotate,
+			Namespace:              o.namespace,
 		},
 	}
 	if err := work.SetupWithManager(ctx, mgr); err != nil {

@@ -78,6 +78,7 @@ Settings whose default is "none" are left out when empty.
 {{- $a = append $a (printf "--allow-cross-namespace-secrets=%t" $v.policy.allowCrossNamespaceSecrets) -}}
 {{- with $v.bundleNamespaceSelector }}{{ $a = append $a (printf "--bundle-namespace-selector=%s" .) }}{{ end -}}
 {{- $a = append $a (printf "--secret-cleanup=%s" $v.secretCleanup) -}}
+{{- $a = append $a (printf "--restart-on-rotate=%t" $v.rbac.restartOnRotate) -}}
 {{- $a = append $a (printf "--webhook-port=%v" $v.webhook.port) -}}
 {{- $a = append $a (printf "--webhook-configuration=%s" $v.webhook.configurationName) -}}
 {{- $a = append $a (printf "--webhook-names=%s" (include "meshca.webhookNames" .)) -}}
