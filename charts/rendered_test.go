@@ -1,6 +1,7 @@
 package charts_test
 
 import (
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -8,6 +9,8 @@ import (
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -132,5 +135,55 @@ func TestEveryDaemonFlagIsAValue(t *testing.T) {
 		if !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, flag+"=") }) {
 			t.Errorf("no %s=... in args %q", flag, args)
 		}
+	}
+}
+
+// TestRenderedNetworkPolicy: off by default; on, it selects the meshca pods
+// and admits the webhook port only from webhookFrom, the metrics port from
+// metricsFrom, and the health port from anywhere, by port names the
+// container has.
+func TestRenderedNetworkPolicy(t *testing.T) {
+	t.Parallel()
+	for _, o := range splitManifests(t, render(t, goldenNamespace)) {
+		if o.Kind == "NetworkPolicy" {
+			t.Error("the default install renders a NetworkPolicy")
+		}
+	}
+	objs := splitManifests(t, render(t, goldenNamespace, renderCases["custom"].args()...))
+	var np networkingv1.NetworkPolicy
+	decode(t, objs, "NetworkPolicy", &np)
+	var d appsv1.Deployment
+	decode(t, objs, "Deployment", &d)
+	if !reflect.DeepEqual(np.Spec.PodSelector.MatchLabels, d.Spec.Selector.MatchLabels) {
+		t.Errorf("pod selector %v, want the Deployment's %v", np.Spec.PodSelector.MatchLabels, d.Spec.Selector.MatchLabels)
+	}
+	if !reflect.DeepEqual(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress}) {
+		t.Errorf("policy types %v, want Ingress only", np.Spec.PolicyTypes)
+	}
+	containerPorts := map[string]bool{}
+	for _, p := range d.Spec.Template.Spec.Containers[0].Ports {
+		containerPorts[p.Name] = true
+	}
+	from := map[string][]networkingv1.NetworkPolicyPeer{}
+	for _, rule := range np.Spec.Ingress {
+		if len(rule.Ports) != 1 || rule.Ports[0].Port == nil {
+			t.Fatalf("ingress rule %+v: want one named port", rule)
+		}
+		name := rule.Ports[0].Port.String()
+		if !containerPorts[name] {
+			t.Errorf("ingress rule for port %q, which the container does not name", name)
+		}
+		from[name] = rule.From
+	}
+	want := map[string][]networkingv1.NetworkPolicyPeer{
+		"webhook": {{IPBlock: &networkingv1.IPBlock{CIDR: "10.0.0.0/24"}}, {IPBlock: &networkingv1.IPBlock{CIDR: "fd00:10::/64"}}},
+		"metrics": {{
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": "monitoring"}},
+			PodSelector:       &metav1.LabelSelector{MatchLabels: map[string]string{"app.kubernetes.io/name": "prometheus"}},
+		}},
+		"health": nil,
+	}
+	if !reflect.DeepEqual(from, want) {
+		t.Errorf("ingress sources by port:\n got %+v\nwant %+v", from, want)
 	}
 }

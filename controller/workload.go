@@ -13,7 +13,6 @@ import (
 	apimeta "k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -250,22 +249,20 @@ type workloadWish struct {
 func parseWorkloadWish(o client.Object, cfg WorkloadConfig) (*workloadWish, error) {
 	ann := o.GetAnnotations()
 	ns, name := o.GetNamespace(), o.GetName()
+	// The webhook mounts the Secret of the same name (meta.WorkloadSecretName).
+	secret, err := meta.WorkloadSecretName(ann, name)
+	if err != nil {
+		return nil, specErrorf("%v", err)
+	}
 	w := &workloadWish{
-		Secret:          secretRef{Namespace: ns, Name: name + "-meshca-tls"},
+		Secret:          secretRef{Namespace: ns, Name: secret},
 		ServiceAccount:  podTemplate(o).Spec.ServiceAccountName,
 		RestartOnRotate: strings.EqualFold(ann[meta.AnnotationRestartOnRotate], "true"),
-	}
-	if v, ok := ann[meta.AnnotationSecretName]; ok {
-		w.Secret.Name = strings.TrimSpace(v)
-	}
-	if errs := validation.IsDNS1123Subdomain(w.Secret.Name); len(errs) > 0 {
-		return nil, specErrorf("Secret name %q is not valid (annotation %s): %s", w.Secret.Name, meta.AnnotationSecretName, strings.Join(errs, "; "))
 	}
 	if w.ServiceAccount == "" {
 		w.ServiceAccount = "default"
 	}
 	own := []string{name + "." + ns + ".svc", name + "." + ns + ".svc." + cfg.ClusterDomain}
-	var err error
 	if w.DNSNames, err = dnsNameSet(own, ann[meta.AnnotationDNSNames]); err != nil {
 		return nil, err
 	}

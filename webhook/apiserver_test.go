@@ -254,6 +254,73 @@ func TestAPIServerMutates(t *testing.T) {
 	})
 }
 
+// TestAPIServerSecretName: through the API server, changing
+// meshca.io/secret-name on an injected Deployment moves its Secret volume to
+// the new name in the same update (nothing to remove by hand, no second
+// volume), and a name that is not a Secret name is refused with an error
+// naming the annotation, on create and on update.
+func TestAPIServerSecretName(t *testing.T) {
+	env := testenv.Get(t)
+	ns := env.Namespace(t)
+	startWebhook(t, env, ns)
+	ctx := context.Background()
+	annotations := func(secretName string) map[string]string {
+		a := map[string]string{AnnotationInjectTrustBundle: "true", AnnotationCertificate: "true"}
+		if secretName != "" {
+			a[AnnotationSecretName] = secretName
+		}
+		return a
+	}
+	refused := func(t *testing.T, err error, name string) {
+		t.Helper()
+		if !apierrors.IsForbidden(err) {
+			t.Fatalf("got %v, want Forbidden", err)
+		}
+		for _, want := range []string{AnnotationSecretName, fmt.Sprintf("%q", name)} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error %q does not name %s", err, want)
+			}
+		}
+	}
+
+	t.Run("rename", func(t *testing.T) {
+		t.Parallel()
+		d := deployment("web", annotations(""), podTemplate("app", "proxy"))
+		d.Namespace = ns
+		if err := env.Client.Create(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		checkTemplate(t, &d.Spec.Template, true, true, "web-meshca-tls")
+		for _, step := range []struct{ annotation, secret string }{
+			{"web-certs", "web-certs"},
+			{"  web-tls\n", "web-tls"}, // trimmed, as the controller reads it
+			{"", "web-meshca-tls"},     // back to the default
+		} {
+			d.Annotations = annotations(step.annotation)
+			if err := env.Client.Update(ctx, d); err != nil {
+				t.Fatalf("update with %s=%q: %v", AnnotationSecretName, step.annotation, err)
+			}
+			checkTemplate(t, &d.Spec.Template, true, true, step.secret)
+		}
+	})
+	t.Run("invalid on create", func(t *testing.T) {
+		t.Parallel()
+		d := deployment("bad", annotations("Bad_Certs"), podTemplate("app"))
+		d.Namespace = ns
+		refused(t, env.Client.Create(ctx, d), "Bad_Certs")
+	})
+	t.Run("invalid on update", func(t *testing.T) {
+		t.Parallel()
+		d := deployment("later", annotations(""), podTemplate("app"))
+		d.Namespace = ns
+		if err := env.Client.Create(ctx, d); err != nil {
+			t.Fatal(err)
+		}
+		d.Annotations = annotations("later/certs")
+		refused(t, env.Client.Update(ctx, d), "later/certs")
+	})
+}
+
 // checkTemplate checks what the API server stored for an admitted workload.
 func checkTemplate(t *testing.T, tmpl *corev1.PodTemplateSpec, trust, cert bool, secret string) {
 	t.Helper()
@@ -261,8 +328,11 @@ func checkTemplate(t *testing.T, tmpl *corev1.PodTemplateSpec, trust, cert bool,
 	for _, v := range tmpl.Spec.Volumes {
 		vols[v.Name] = v
 	}
-	if v, ok := vols[TrustVolumeName]; ok != trust || (trust && (v.ConfigMap == nil || v.ConfigMap.Name != TrustBundleConfigMap)) {
-		t.Errorf("trust volume %+v (present %v), want present %v", v, ok, trust)
+	if v, ok := vols[TrustVolumeName]; ok != trust || (trust && (v.ConfigMap == nil || v.ConfigMap.Name != TrustBundleConfigMap || !ptr.Deref(v.ConfigMap.Optional, false))) {
+		t.Errorf("trust volume %+v (present %v), want present %v and optional", v, ok, trust)
+	}
+	if n := len(tmpl.Spec.Volumes); n != len(vols) {
+		t.Errorf("%d volumes, %d names: a volume is there twice", n, len(vols))
 	}
 	if v, ok := vols[TLSVolumeName]; ok != cert || (cert && (v.Secret == nil || v.Secret.SecretName != secret)) {
 		t.Errorf("tls volume %+v (present %v), want present %v with Secret %s", v, ok, cert, secret)

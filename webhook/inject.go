@@ -9,14 +9,17 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+
+	"github.com/meshca/meshca/internal/meta"
 )
 
 // The annotations that opt a workload in, read from the workload's metadata
 // and, failing that, from its pod template's.
 const (
-	AnnotationInjectTrustBundle = "meshca.io/inject-trust-bundle"
-	AnnotationCertificate       = "meshca.io/certificate"
-	AnnotationSecretName        = "meshca.io/secret-name"
+	AnnotationInjectTrustBundle = meta.AnnotationInjectTrustBundle
+	AnnotationCertificate       = meta.AnnotationCertificate
+	AnnotationSecretName        = meta.AnnotationSecretName
 )
 
 // What the webhook mounts and where.
@@ -28,7 +31,7 @@ const (
 	TLSVolumeName        = "meshca-tls"
 	TLSMountPath         = "/var/run/meshca/tls"
 	// SecretNameSuffix follows the workload's name in the default Secret name.
-	SecretNameSuffix = "-meshca-tls"
+	SecretNameSuffix = meta.WorkloadSecretSuffix
 
 	EnvCAFile   = "MESHCA_CA_FILE"
 	EnvCertFile = "MESHCA_CERT_FILE"
@@ -40,9 +43,13 @@ const (
 // something else.
 var ErrConflict = errors.New("conflicts with meshca injection")
 
-// ErrNoSecretName is returned when meshca.io/certificate is set on an object
-// without a name (generateName) and without meshca.io/secret-name.
-var ErrNoSecretName = errors.New("cannot name the workload Secret")
+// ErrNoSecretName is wrapped by the errors that refuse a workload whose
+// certificate Secret cannot be named: meshca.io/secret-name is not a valid
+// Secret name, or the object has no name yet (generateName) and no
+// meshca.io/secret-name. The controller reads the name the same way
+// (meta.WorkloadSecretName) and would issue nothing, so the webhook refuses
+// rather than mount a Secret that never comes.
+var ErrNoSecretName = meta.ErrInvalidSecretName
 
 // workload is the part of a Deployment, StatefulSet or DaemonSet the webhook
 // reads; the three kinds share it.
@@ -82,16 +89,14 @@ func wants(w *workload, name string) (injection, error) {
 	if !in.cert {
 		return in, nil
 	}
-	in.secretName = own(AnnotationSecretName)
-	if in.secretName == "" {
-		if w.Metadata.Name != "" {
-			name = w.Metadata.Name
-		}
-		if name == "" {
-			return in, fmt.Errorf("%w: %s is set but the object has no name yet; set %s", ErrNoSecretName, AnnotationCertificate, AnnotationSecretName)
-		}
-		in.secretName = name + SecretNameSuffix
+	if w.Metadata.Name != "" {
+		name = w.Metadata.Name
 	}
+	secret, err := meta.WorkloadSecretName(w.Metadata.Annotations, name)
+	if err != nil {
+		return in, err
+	}
+	in.secretName = secret
 	return in, nil
 }
 
@@ -105,8 +110,9 @@ type patchOp struct {
 const templateSpec = "/spec/template/spec"
 
 // plan computes the JSON patch that makes w's pod template carry what in
-// asks for. It never removes anything; an empty result means the template is
-// already as wanted.
+// asks for. It never removes anything, and changes only meshca's own
+// volumes (updateOps); an empty result means the template is already as
+// wanted.
 func plan(w *workload, in injection) ([]patchOp, error) {
 	if !in.trust && !in.cert {
 		return nil, nil
@@ -174,13 +180,20 @@ func plan(w *workload, in injection) ([]patchOp, error) {
 	return ops, nil
 }
 
+// trustVolume is optional: the ConfigMap exists only in the namespaces of
+// --bundle-namespace-selector, and a Pod elsewhere should start (and fail
+// visibly on the missing file) rather than hang in ContainerCreating.
 func trustVolume() corev1.Volume {
 	return corev1.Volume{Name: TrustVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 		LocalObjectReference: corev1.LocalObjectReference{Name: TrustBundleConfigMap},
 		Items:                []corev1.KeyToPath{{Key: TrustBundleKey, Path: TrustBundleKey}},
+		Optional:             ptr.To(true),
 	}}}
 }
 
+// tlsVolume is not optional: a Pod created before the controller has
+// written the Secret waits in ContainerCreating until it is there (seconds),
+// as with a cert-manager Secret, instead of starting without a certificate.
 func tlsVolume(secret string) corev1.Volume {
 	return corev1.Volume{Name: TLSVolumeName, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
 		SecretName: secret,
@@ -188,8 +201,10 @@ func tlsVolume(secret string) corev1.Volume {
 }
 
 // isOurs reports whether an existing volume with one of meshca's names is
-// the one meshca would add. Fields the API server defaults (defaultMode) and
-// harmless variations are accepted so that stored objects re-admit cleanly.
+// one meshca added: the trust bundle ConfigMap, or a whole Secret (of any
+// name: meshca.io/secret-name may have changed since). Fields the API server
+// defaults (defaultMode) and harmless variations are accepted so that
+// stored objects re-admit cleanly.
 func isOurs(have, want corev1.Volume) bool {
 	switch {
 	case want.ConfigMap != nil:
@@ -208,15 +223,36 @@ func isOurs(have, want corev1.Volume) bool {
 		return false
 	case want.Secret != nil:
 		s := have.Secret
-		return s != nil && s.SecretName == want.Secret.SecretName && len(s.Items) == 0 && have.ConfigMap == nil
+		return s != nil && len(s.Items) == 0 && have.ConfigMap == nil
 	}
 	return false
+}
+
+// updateOps bring a volume of meshca's (isOurs) to what meshca adds now,
+// field by field so that what a user set on it (defaultMode) stays: the
+// Secret renamed by meshca.io/secret-name, the trust volume made optional
+// (volumes injected before it was).
+func updateOps(p string, have, want corev1.Volume) []patchOp {
+	var ops []patchOp
+	switch {
+	case want.ConfigMap != nil:
+		if w := want.ConfigMap.Optional; w != nil && !ptr.Equal(have.ConfigMap.Optional, w) {
+			ops = append(ops, patchOp{Op: "add", Path: p + "/configMap/optional", Value: *w})
+		}
+	case want.Secret != nil:
+		if have.Secret.SecretName != want.Secret.SecretName {
+			ops = append(ops, patchOp{Op: "add", Path: p + "/secret/secretName", Value: want.Secret.SecretName})
+		}
+	}
+	return ops
 }
 
 func describeVolume(v corev1.Volume) string {
 	switch {
 	case v.ConfigMap != nil:
 		return fmt.Sprintf("ConfigMap %q", v.ConfigMap.Name)
+	case v.Secret != nil && len(v.Secret.Items) > 0:
+		return fmt.Sprintf("a selection of keys of Secret %q", v.Secret.SecretName)
 	case v.Secret != nil:
 		return fmt.Sprintf("Secret %q", v.Secret.SecretName)
 	}
@@ -233,16 +269,18 @@ func describeVolume(v corev1.Volume) string {
 }
 
 func planVolumes(have, want []corev1.Volume) ([]patchOp, error) {
+	var ops []patchOp
 	var missing []corev1.Volume
 	for _, w := range want {
 		found := false
-		for _, h := range have {
+		for i, h := range have {
 			if h.Name != w.Name {
 				continue
 			}
 			if !isOurs(h, w) {
 				return nil, fmt.Errorf("volume %q is %s, not %s: %w", h.Name, describeVolume(h), describeVolume(w), ErrConflict)
 			}
+			ops = append(ops, updateOps(fmt.Sprintf("%s/volumes/%d", templateSpec, i), h, w)...)
 			found = true
 			break
 		}
@@ -250,7 +288,7 @@ func planVolumes(have, want []corev1.Volume) ([]patchOp, error) {
 			missing = append(missing, w)
 		}
 	}
-	return appendOps(templateSpec+"/volumes", len(have), missing), nil
+	return append(ops, appendOps(templateSpec+"/volumes", len(have), missing)...), nil
 }
 
 func planMounts(base string, c *corev1.Container, want []corev1.VolumeMount) ([]patchOp, error) {

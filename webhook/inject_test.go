@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files and the seed corpus in testdata")
@@ -159,7 +160,7 @@ func admitCases() map[string]admitCase {
 	stored.Spec.Volumes = []corev1.Volume{
 		{Name: TrustVolumeName, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
 			LocalObjectReference: corev1.LocalObjectReference{Name: TrustBundleConfigMap},
-			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}, DefaultMode: &mode}}},
+			Items:                []corev1.KeyToPath{{Key: "ca.crt", Path: "ca.crt"}}, DefaultMode: &mode, Optional: ptr.To(true)}}},
 		{Name: TLSVolumeName, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "web-meshca-tls", DefaultMode: &mode}}},
 	}
 	stored.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{
@@ -183,6 +184,12 @@ func admitCases() map[string]admitCase {
 		{Name: EnvKeyFile, Value: "/var/run/meshca/tls/tls.key"},
 	}
 
+	// beforeOptional was injected when the trust volume was not optional
+	// yet; a user set defaultMode 0400 on the Secret volume.
+	beforeOptional := *stored.DeepCopy()
+	beforeOptional.Spec.Volumes[0].ConfigMap.Optional = nil
+	beforeOptional.Spec.Volumes[1].Secret.DefaultMode = ptr.To[int32](0o400)
+
 	userEnv := podTemplate("app")
 	userEnv.Spec.Containers[0].Env = []corev1.EnvVar{
 		{Name: EnvCAFile, Value: "/etc/ssl/ca.pem"},
@@ -196,8 +203,13 @@ func admitCases() map[string]admitCase {
 		LocalObjectReference: corev1.LocalObjectReference{Name: "corporate-roots"}}}}}
 	emptyDirVolume := podTemplate("app")
 	emptyDirVolume.Spec.Volumes = []corev1.Volume{{Name: TLSVolumeName, VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
-	otherSecret := podTemplate("app")
-	otherSecret.Spec.Volumes = stored.Spec.Volumes[1:]
+	// renamed was injected as web; now it is api (a copied manifest) or
+	// meshca.io/secret-name changed: the Secret volume follows the name.
+	renamed := *stored.DeepCopy()
+	renamed.Spec.Volumes[1].Secret.DefaultMode = ptr.To[int32](0o400)
+	secretItems := podTemplate("app")
+	secretItems.Spec.Volumes = []corev1.Volume{{Name: TLSVolumeName, VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{
+		SecretName: "web-meshca-tls", Items: []corev1.KeyToPath{{Key: "tls.crt", Path: "cert.pem"}}}}}}
 	foreignMount := podTemplate("app", "sidecar")
 	foreignMount.Spec.Volumes = []corev1.Volume{{Name: "roots", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}}
 	foreignMount.Spec.Containers[1].VolumeMounts = []corev1.VolumeMount{{Name: "roots", MountPath: "/var/run/meshca/trust/"}}
@@ -214,28 +226,33 @@ func admitCases() map[string]admitCase {
 		ObjectMeta: metav1.ObjectMeta{Name: "web", Annotations: bothAnn}, Spec: appsv1.ReplicaSetSpec{Template: podTemplate("app")}}
 
 	return map[string]admitCase{
-		"deployment-trust":                {admissionv1.Create, deployment("web", trustAnn, podTemplate("app")), resultPatched},
-		"deployment-certificate":          {admissionv1.Create, deployment("web", certAnn, podTemplate("app")), resultPatched},
-		"deployment-both-init-existing":   {admissionv1.Create, deployment("web", bothAnn, withInit), resultPatched},
-		"deployment-update":               {admissionv1.Update, deployment("web", bothAnn, podTemplate("app")), resultPatched},
-		"deployment-stored-unchanged":     {admissionv1.Update, deployment("web", bothAnn, stored), resultUnchanged},
-		"deployment-add-trust-to-cert":    {admissionv1.Update, deployment("web", bothAnn, certOnly), resultPatched},
-		"deployment-env-overridden":       {admissionv1.Create, deployment("web", trustAnn, userEnv), resultPatched},
-		"deployment-unannotated":          {admissionv1.Create, deployment("web", nil, podTemplate("app")), resultIgnored},
-		"deployment-annotation-false":     {admissionv1.Create, deployment("web", map[string]string{AnnotationInjectTrustBundle: "false"}, podTemplate("app")), resultIgnored},
-		"deployment-generate-name":        {admissionv1.Create, generated, resultDenied},
-		"deployment-generate-name-secret": {admissionv1.Create, generatedNamed, resultPatched},
-		"statefulset-secret-name":         {admissionv1.Create, statefulSet("db", map[string]string{AnnotationCertificate: "true", AnnotationSecretName: "db-certs"}, podTemplate("db")), resultPatched},
-		"daemonset-template-annotation":   {admissionv1.Create, daemonSet("agent", nil, tmplAnnotated), resultPatched},
-		"daemonset-template-certificate":  {admissionv1.Create, daemonSet("agent", nil, tmplCertOnly), resultIgnored},
-		"deployment-annotation-True":      {admissionv1.Create, deployment("web", map[string]string{AnnotationInjectTrustBundle: "True"}, podTemplate("app")), resultPatched},
-		"conflict-volume-other-configmap": {admissionv1.Create, deployment("web", trustAnn, foreignVolume), resultDenied},
-		"conflict-volume-emptydir":        {admissionv1.Create, deployment("web", certAnn, emptyDirVolume), resultDenied},
-		"conflict-volume-other-secret":    {admissionv1.Create, deployment("api", certAnn, otherSecret), resultDenied},
-		"conflict-mount-path":             {admissionv1.Create, deployment("web", trustAnn, foreignMount), resultDenied},
-		"conflict-mount-subpath":          {admissionv1.Create, deployment("web", trustAnn, subPathMount), resultDenied},
-		"other-kind-replicaset":           {admissionv1.Create, replicaSet, resultIgnored},
-		"delete":                          {admissionv1.Delete, deployment("web", bothAnn, podTemplate("app")), resultIgnored},
+		"deployment-trust":                  {admissionv1.Create, deployment("web", trustAnn, podTemplate("app")), resultPatched},
+		"deployment-certificate":            {admissionv1.Create, deployment("web", certAnn, podTemplate("app")), resultPatched},
+		"deployment-both-init-existing":     {admissionv1.Create, deployment("web", bothAnn, withInit), resultPatched},
+		"deployment-update":                 {admissionv1.Update, deployment("web", bothAnn, podTemplate("app")), resultPatched},
+		"deployment-stored-unchanged":       {admissionv1.Update, deployment("web", bothAnn, stored), resultUnchanged},
+		"deployment-stored-before-optional": {admissionv1.Update, deployment("web", bothAnn, beforeOptional), resultPatched},
+		"deployment-secret-renamed":         {admissionv1.Update, deployment("web", map[string]string{AnnotationInjectTrustBundle: "true", AnnotationCertificate: "true", AnnotationSecretName: "web-certs"}, renamed), resultPatched},
+		"deployment-copied-as-other-name":   {admissionv1.Create, deployment("api", bothAnn, *stored.DeepCopy()), resultPatched},
+		"deployment-secret-name-invalid":    {admissionv1.Create, deployment("web", map[string]string{AnnotationCertificate: "true", AnnotationSecretName: "web/certs"}, podTemplate("app")), resultDenied},
+		"deployment-secret-name-blank":      {admissionv1.Create, deployment("web", map[string]string{AnnotationCertificate: "true", AnnotationSecretName: " "}, podTemplate("app")), resultPatched},
+		"deployment-add-trust-to-cert":      {admissionv1.Update, deployment("web", bothAnn, certOnly), resultPatched},
+		"deployment-env-overridden":         {admissionv1.Create, deployment("web", trustAnn, userEnv), resultPatched},
+		"deployment-unannotated":            {admissionv1.Create, deployment("web", nil, podTemplate("app")), resultIgnored},
+		"deployment-annotation-false":       {admissionv1.Create, deployment("web", map[string]string{AnnotationInjectTrustBundle: "false"}, podTemplate("app")), resultIgnored},
+		"deployment-generate-name":          {admissionv1.Create, generated, resultDenied},
+		"deployment-generate-name-secret":   {admissionv1.Create, generatedNamed, resultPatched},
+		"statefulset-secret-name":           {admissionv1.Create, statefulSet("db", map[string]string{AnnotationCertificate: "true", AnnotationSecretName: "db-certs"}, podTemplate("db")), resultPatched},
+		"daemonset-template-annotation":     {admissionv1.Create, daemonSet("agent", nil, tmplAnnotated), resultPatched},
+		"daemonset-template-certificate":    {admissionv1.Create, daemonSet("agent", nil, tmplCertOnly), resultIgnored},
+		"deployment-annotation-True":        {admissionv1.Create, deployment("web", map[string]string{AnnotationInjectTrustBundle: "True"}, podTemplate("app")), resultPatched},
+		"conflict-volume-other-configmap":   {admissionv1.Create, deployment("web", trustAnn, foreignVolume), resultDenied},
+		"conflict-volume-emptydir":          {admissionv1.Create, deployment("web", certAnn, emptyDirVolume), resultDenied},
+		"conflict-volume-secret-items":      {admissionv1.Create, deployment("web", certAnn, secretItems), resultDenied},
+		"conflict-mount-path":               {admissionv1.Create, deployment("web", trustAnn, foreignMount), resultDenied},
+		"conflict-mount-subpath":            {admissionv1.Create, deployment("web", trustAnn, subPathMount), resultDenied},
+		"other-kind-replicaset":             {admissionv1.Create, replicaSet, resultIgnored},
+		"delete":                            {admissionv1.Delete, deployment("web", bothAnn, podTemplate("app")), resultIgnored},
 	}
 }
 

@@ -19,6 +19,7 @@ const (
 	resultIgnored    = "ignored"    // not annotated, or an operation or kind the webhook leaves alone
 	resultDenied     = "denied"     // allowed=false: a conflict or an undecodable object
 	resultBadRequest = "badrequest" // HTTP 4xx: not an AdmissionReview at all
+	resultBusy       = "busy"       // HTTP 429: past an in-flight cap, not read
 )
 
 // handledKinds are the apps/v1 kinds whose pod template the webhook mutates.

@@ -11,6 +11,8 @@ import (
 	"mime"
 	"net"
 	"net/http"
+	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -25,6 +27,22 @@ const Path = "/mutate"
 // DefaultMaxRequestBytes is the default cap on a request body: the API
 // server's own limit on a request, so nothing it sends is refused.
 const DefaultMaxRequestBytes = 3 << 20
+
+// Defaults of the in-flight caps (Config.MaxInFlight, Config.MaxLargeInFlight).
+const (
+	DefaultMaxInFlight      = 64
+	DefaultMaxLargeInFlight = 8
+)
+
+// LargeRequestBytes is the body size above which a request is large: it
+// takes one of Config.MaxLargeInFlight slots as well. An AdmissionReview of
+// a Deployment is a few KiB, an UPDATE carries the object twice; bodies
+// this large are rare.
+const LargeRequestBytes = 256 << 10
+
+// initialBodyBuffer is the most readBody allocates before the body's bytes
+// arrive, whatever Content-Length says.
+const initialBodyBuffer = 64 << 10
 
 // CertificateSource supplies the serving certificate for each TLS handshake,
 // so a renewed certificate is served without a restart. SecretCertificate and
@@ -50,11 +68,30 @@ type Config struct {
 	// Logger discards.
 	Logger logr.Logger
 	// MaxRequestBytes caps a request body; larger bodies get 413. Zero means
-	// DefaultMaxRequestBytes.
+	// DefaultMaxRequestBytes. The body is read into a buffer that grows as
+	// its bytes arrive: Content-Length decides no allocation.
 	MaxRequestBytes int64
+	// MaxInFlight caps the requests being read or answered at once; past
+	// it the webhook answers 429 Too Many Requests with Retry-After: 1,
+	// which the API server retries within the webhook's timeout. Zero means
+	// DefaultMaxInFlight.
+	MaxInFlight int
+	// MaxLargeInFlight caps, within MaxInFlight, the requests whose body
+	// is larger than LargeRequestBytes (by Content-Length, which net/http
+	// enforces as an upper bound; a body of unknown length counts as
+	// large); past it they get 429 too. With MaxInFlight it bounds the
+	// memory request bodies can hold at once, about
+	// MaxLargeInFlight*MaxRequestBytes + MaxInFlight*LargeRequestBytes (40
+	// MiB at the defaults), while a flood of large bodies leaves room for
+	// ordinary reviews. Zero means DefaultMaxLargeInFlight.
+	MaxLargeInFlight int
 	// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are the
-	// http.Server timeouts. Zero means 5s, 15s, 15s and 90s. (The API server
-	// waits for a webhook at most 30s, 10s by default.)
+	// http.Server timeouts. Zero means 5s, 10s, 15s and 90s. ReadTimeout
+	// bounds reading one request's header and body, so it is the longest a
+	// slow client holds an in-flight slot; 10s is the API server's default
+	// webhook timeout, after which it no longer waits for the answer (it
+	// waits 30s at most, and sends the body at once). IdleTimeout bounds a
+	// kept-alive connection between requests, which holds no slot.
 	ReadHeaderTimeout, ReadTimeout, WriteTimeout, IdleTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown once Start's context is
 	// done. Zero means 10s.
@@ -78,6 +115,9 @@ type Config struct {
 type Server struct {
 	cfg     Config
 	metrics *metrics
+	// inFlight and largeInFlight are counting semaphores of
+	// MaxInFlight and MaxLargeInFlight slots.
+	inFlight, largeInFlight chan struct{}
 }
 
 // New checks cfg, fills its defaults and registers the metrics.
@@ -91,8 +131,14 @@ func New(cfg Config) (*Server, error) {
 	if cfg.MaxRequestBytes <= 0 {
 		cfg.MaxRequestBytes = DefaultMaxRequestBytes
 	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = DefaultMaxInFlight
+	}
+	if cfg.MaxLargeInFlight <= 0 {
+		cfg.MaxLargeInFlight = DefaultMaxLargeInFlight
+	}
 	setDefault(&cfg.ReadHeaderTimeout, 5*time.Second)
-	setDefault(&cfg.ReadTimeout, 15*time.Second)
+	setDefault(&cfg.ReadTimeout, 10*time.Second)
 	setDefault(&cfg.WriteTimeout, 15*time.Second)
 	setDefault(&cfg.IdleTimeout, 90*time.Second)
 	setDefault(&cfg.ShutdownTimeout, 10*time.Second)
@@ -100,7 +146,12 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Server{cfg: cfg, metrics: m}, nil
+	return &Server{
+		cfg:           cfg,
+		metrics:       m,
+		inFlight:      make(chan struct{}, cfg.MaxInFlight),
+		largeInFlight: make(chan struct{}, cfg.MaxLargeInFlight),
+	}, nil
 }
 
 func setDefault(d *time.Duration, v time.Duration) {
@@ -209,10 +260,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fail(http.StatusUnsupportedMediaType, "content type %q not supported; send application/json", r.Header.Get("Content-Type"))
 		return
 	}
-	body, err := readBody(w, r, s.cfg.MaxRequestBytes)
+	release, ok := s.takeSlots(r.ContentLength)
+	if !ok {
+		result = resultBusy
+		s.metrics.rejected.WithLabelValues(rejectBusy).Inc()
+		w.Header().Set("Retry-After", "1")
+		fail(http.StatusTooManyRequests, "too many admission requests in flight; retry")
+		return
+	}
+	defer release()
+	body, err := readBody(http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes), r.ContentLength)
 	if err != nil {
 		if _, ok := errors.AsType[*http.MaxBytesError](err); ok {
+			s.metrics.rejected.WithLabelValues(rejectTooLarge).Inc()
 			fail(http.StatusRequestEntityTooLarge, "request body larger than %d bytes", s.cfg.MaxRequestBytes)
+			return
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			s.metrics.rejected.WithLabelValues(rejectSlow).Inc()
+			fail(http.StatusRequestTimeout, "request body not received within %s", s.cfg.ReadTimeout)
 			return
 		}
 		fail(http.StatusBadRequest, "read request body: %v", err)
@@ -246,21 +312,59 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	_, _ = w.Write(out)
 }
 
-// readBody reads the request body, at most max bytes. The API server sends
-// a Content-Length, so the buffer is allocated once at its size instead of
-// grown by doubling from 512 bytes as io.ReadAll does. net/http ends the body
-// after Content-Length bytes and reports a shorter one as
-// io.ErrUnexpectedEOF, so one ReadFull reads all of it.
-func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
-	body := http.MaxBytesReader(w, r.Body, max)
-	if r.ContentLength <= 0 || r.ContentLength > max {
-		return io.ReadAll(body)
+// takeSlots takes an in-flight slot, and a large one when the body may be
+// larger than LargeRequestBytes, without waiting. ok is false when either
+// cap is reached; otherwise release gives the slots back.
+func (s *Server) takeSlots(contentLength int64) (release func(), ok bool) {
+	select {
+	case s.inFlight <- struct{}{}:
+	default:
+		return nil, false
 	}
-	buf := make([]byte, r.ContentLength)
-	if _, err := io.ReadFull(body, buf); err != nil {
-		return nil, err
+	if contentLength >= 0 && contentLength <= LargeRequestBytes {
+		return func() { <-s.inFlight }, true
 	}
-	return buf, nil
+	select {
+	case s.largeInFlight <- struct{}{}:
+		return func() { <-s.largeInFlight; <-s.inFlight }, true
+	default:
+		<-s.inFlight
+		return nil, false
+	}
+}
+
+// readBody reads body to its end into a buffer that grows as bytes arrive.
+// Content-Length sizes the first allocation only up to initialBodyBuffer:
+// a client that announces megabytes and sends them slowly, or never,
+// costs what it has sent. body is capped by http.MaxBytesReader, and
+// net/http ends it after Content-Length bytes, so a buffer filled to
+// exactly Content-Length holds the whole body.
+func readBody(body io.Reader, contentLength int64) ([]byte, error) {
+	size := int64(512)
+	if contentLength > 0 {
+		size = min(contentLength, initialBodyBuffer)
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if int64(len(buf)) == contentLength {
+				return buf, nil
+			}
+			next := 2 * cap(buf)
+			if contentLength > 0 {
+				next = int(min(int64(next), contentLength))
+			}
+			buf = slices.Grow(buf, next-len(buf))
+		}
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
 }
 
 // logWriter turns http.Server's error log lines into logr messages.

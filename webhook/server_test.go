@@ -137,7 +137,7 @@ func TestMetrics(t *testing.T) {
 	send(request(t, admissionv1.Create, deployment("web", trustAnn, podTemplate("app"))))
 	send(request(t, admissionv1.Create, statefulSet("db", nil, podTemplate("db"))))
 	want := `
-# HELP meshca_webhook_requests_total Admission requests by workload kind (Deployment, StatefulSet, DaemonSet, other, unknown) and result (patched, unchanged, ignored, denied, badrequest).
+# HELP meshca_webhook_requests_total Admission requests by workload kind (Deployment, StatefulSet, DaemonSet, other, unknown) and result (patched, unchanged, ignored, denied, badrequest, busy).
 # TYPE meshca_webhook_requests_total counter
 meshca_webhook_requests_total{kind="Deployment",result="patched"} 2
 meshca_webhook_requests_total{kind="StatefulSet",result="ignored"} 1

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,6 +81,18 @@ func WithFlags(args []string, overrides ...string) []string {
 // printed when the test failed.
 func Start(t testing.TB, name string, args []string) *Daemon {
 	t.Helper()
+	return start(t, name, Binary(t), args)
+}
+
+// StartRelease is Start with the binary built without -race
+// (ReleaseBinary), for tests that measure its memory.
+func StartRelease(t testing.TB, name string, args []string) *Daemon {
+	t.Helper()
+	return start(t, name, ReleaseBinary(t), args)
+}
+
+func start(t testing.TB, name, binary string, args []string) *Daemon {
+	t.Helper()
 	d := &Daemon{
 		Name:        name,
 		log:         &testenv.LockedBuffer{},
@@ -94,7 +107,7 @@ func Start(t testing.TB, name string, args []string) *Daemon {
 		"--health-address="+d.HealthAddr,
 		"--log-format=json",
 	)
-	d.cmd = exec.Command(Binary(t), args...)
+	d.cmd = exec.Command(binary, args...)
 	dir := os.Getenv("MESHCA_TEST_LOGS")
 	if dir == "" {
 		dir = t.TempDir()
@@ -129,6 +142,25 @@ func Start(t testing.TB, name string, args []string) *Daemon {
 		}
 	})
 	return d
+}
+
+// PeakRSS is the process's peak resident set size so far (VmHWM in
+// /proc/<pid>/status), in bytes; it fails once the process has exited.
+func (d *Daemon) PeakRSS() (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return 0, fmt.Errorf("peak RSS of meshca %s: %w", d.Name, err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("peak RSS of meshca %s: %q: %w", d.Name, line, err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, fmt.Errorf("peak RSS of meshca %s: no VmHWM in /proc/%d/status", d.Name, d.cmd.Process.Pid)
 }
 
 // Log is what the process has written to stdout and stderr so far.
