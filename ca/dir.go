@@ -32,7 +32,7 @@ func WriteDir(dir string, c *CA) error {
 			return fmt.Errorf("write CA to %s: %s: %w (meshca never overwrites a CA)", dir, name, ErrAlreadyExists)
 		}
 	}
-	st := NewState(c, "dir", c.Intermediate.NotBefore)
+	st := NewState(c, SourceDir, c.Intermediate.NotBefore)
 	data, err := st.SecretData()
 	if err != nil {
 		return fmt.Errorf("write CA to %s: %w", dir, err)

@@ -77,6 +77,17 @@ func (s *State) ActivateNext(now, pruneAt time.Time) (*State, error) {
 	return cp, nil
 }
 
+// WithPruneAt returns a copy of s whose Previous CA leaves the bundle at t
+// instead of its recorded prune time.
+func (s *State) WithPruneAt(t time.Time) (*State, error) {
+	if s.Previous == nil || s.Record.Previous == nil {
+		return nil, errors.New("set prune time: no previous CA")
+	}
+	cp := s.Clone()
+	cp.Record.Previous.PruneAt = ptr(t.UTC())
+	return cp, nil
+}
+
 // WithoutPrevious returns a copy of s without the Previous CA: its root
 // leaves the bundle.
 func (s *State) WithoutPrevious() *State {

@@ -99,7 +99,7 @@ func (s SecretStore) LoadOrCreate(ctx context.Context, cfg Config) (*State, erro
 		return nil, err
 	}
 	cfg, _ = cfg.withDefaults()
-	st, err = s.Save(ctx, NewState(c, "generated", cfg.Clock.Now()))
+	st, err = s.Save(ctx, NewState(c, SourceGenerated, cfg.Clock.Now()))
 	if errors.Is(err, ErrAlreadyExists) {
 		return s.Load(ctx)
 	}

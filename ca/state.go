@@ -21,6 +21,18 @@ const (
 // Slots lists the slots in bundle order.
 var Slots = []Slot{SlotCurrent, SlotNext, SlotPrevious}
 
+// Sources of a CA, recorded in SlotRecord.Source.
+const (
+	// SourceGenerated: meshca created the CA (first start or rotation).
+	SourceGenerated = "generated"
+	// SourceCertManager and SourceIstio: `meshca ca import` copied it from
+	// a Secret in that shape.
+	SourceCertManager = "cert-manager"
+	SourceIstio       = "istio"
+	// SourceDir: read from a folder (`meshca issue --ca-dir`).
+	SourceDir = "dir"
+)
+
 // StateRecordVersion is the version of the JSON state record meshca writes.
 const StateRecordVersion = 1
 
@@ -46,6 +58,14 @@ type SlotRecord struct {
 	// derives it from RetiredAt or the CA's expiry.
 	PruneAt *time.Time `json:"pruneAt,omitempty"`
 }
+
+// External reports whether the slot holds a bring-your-own CA: one that
+// meshca did not generate. Only a record whose Source is SourceGenerated is
+// meshca's own; every other source, and none at all (a slot written by hand,
+// as with a CA Secret without state.json, or a nil record), is external.
+// meshca never replaces an external CA with one it generates unless told
+// to.
+func (r *SlotRecord) External() bool { return r == nil || r.Source != SourceGenerated }
 
 // StateRecord is the JSON document stored next to the CAs (key state.json).
 type StateRecord struct {

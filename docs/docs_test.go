@@ -224,6 +224,21 @@ func declaredMetrics(t *testing.T, dir string) []metric {
 			if !ok || !strings.HasPrefix(sel.Sel.Name, "New") {
 				return true
 			}
+			// A collector's prometheus.NewDesc("name", help, labels, ...).
+			if lit, ok := call.Args[0].(*ast.BasicLit); ok && sel.Sel.Name == "NewDesc" && lit.Kind == token.STRING && len(call.Args) > 2 {
+				m := metric{}
+				m.name, _ = strconv.Unquote(lit.Value)
+				if labels, ok := call.Args[2].(*ast.CompositeLit); ok {
+					for _, elt := range labels.Elts {
+						if l, ok := elt.(*ast.BasicLit); ok {
+							v, _ := strconv.Unquote(l.Value)
+							m.labels = append(m.labels, v)
+						}
+					}
+				}
+				out = append(out, m)
+				return true
+			}
 			opts, ok := call.Args[0].(*ast.CompositeLit)
 			if !ok {
 				return true
@@ -269,13 +284,13 @@ func declaredMetrics(t *testing.T, dir string) []metric {
 	return out
 }
 
-// TestMetricsInMetricsDoc fails when a metric registered in controller/ or
-// webhook/ has no row in metrics.md, when its row misses a label, or when
+// TestMetricsInMetricsDoc fails when a metric registered in controller/,
+// webhook/ or cmd/meshca has no row in metrics.md, when its row misses a label, or when
 // metrics.md has a row for a metric no longer registered.
 func TestMetricsInMetricsDoc(t *testing.T) {
 	rows := tableRows(readDoc(t, "metrics.md"), "`meshca_")
 	declared := map[string]bool{}
-	for _, dir := range []string{"controller", "webhook"} {
+	for _, dir := range []string{"controller", "webhook", "cmd/meshca"} {
 		ms := declaredMetrics(t, dir)
 		if len(ms) == 0 {
 			t.Fatalf("found no metrics in %s; has the way they are declared changed?", dir)
@@ -300,7 +315,7 @@ func TestMetricsInMetricsDoc(t *testing.T) {
 	}
 	for name := range rows {
 		if !declared[name] {
-			t.Errorf("metrics.md has a row for %s, which controller/ and webhook/ do not register", name)
+			t.Errorf("metrics.md has a row for %s, which controller/, webhook/ and cmd/meshca do not register", name)
 		}
 	}
 }

@@ -66,9 +66,27 @@ type CARotatorConfig struct {
 	// negative value none. It never delays activation past the current
 	// CA's expiry.
 	PublishGrace time.Duration
+	// Inventory, when set, is asked before a retired CA leaves the bundle:
+	// the prune waits until the last leaf that CA signed has expired (never
+	// past the CA's own expiry), and an error from it delays the prune.
+	// nil prunes at the recorded prune time.
+	Inventory LeafInventory
+	// OnExternalExpiring is called when the current CA is a bring-your-own
+	// CA without a next one and it is past the time meshca would have
+	// prepared its successor (ExternalExpiring): meshca does not replace
+	// such a CA, so its owner must. It is called at that time and again
+	// every ExternalWarnInterval while it holds. nil does nothing.
+	OnExternalExpiring func(ctx context.Context, st *ca.State, notAfter time.Time)
+	// ExternalWarnInterval is the least time between two calls of
+	// OnExternalExpiring for the same CA; 0 means DefaultExternalWarnInterval.
+	ExternalWarnInterval time.Duration
 	// Log receives what the rotator does; nil discards it.
 	Log *slog.Logger
 }
+
+// DefaultExternalWarnInterval is how often the CA rotator repeats its
+// warning about a bring-your-own CA nearing its end.
+const DefaultExternalWarnInterval = time.Hour
 
 // CARotator runs the CA rotation schedule against a store: it prepares,
 // activates and prunes CAs when NextCAStep says so, each step a Save with
@@ -79,6 +97,9 @@ type CARotator struct {
 	// published is when this rotator first offered each next CA (by
 	// fingerprint) to OnChange; only the rotator's goroutine uses it.
 	published map[string]time.Time
+	// warned is when OnExternalExpiring was last called for each current
+	// CA (by fingerprint); only the rotator's goroutine uses it.
+	warned map[string]time.Time
 }
 
 // NewCARotator checks cfg and fills its defaults.
@@ -122,7 +143,10 @@ func NewCARotator(cfg CARotatorConfig) (*CARotator, error) {
 	if cfg.PublishGrace == 0 {
 		cfg.PublishGrace = DefaultCAPublishGrace
 	}
-	return &CARotator{cfg: cfg, published: map[string]time.Time{}}, nil
+	if cfg.ExternalWarnInterval <= 0 {
+		cfg.ExternalWarnInterval = DefaultExternalWarnInterval
+	}
+	return &CARotator{cfg: cfg, published: map[string]time.Time{}, warned: map[string]time.Time{}}, nil
 }
 
 // Start loads the state, then takes every due step and waits for the next
@@ -168,15 +192,33 @@ func (r *CARotator) tick(ctx context.Context, st *ca.State) (*ca.State, time.Dur
 			if step != CAStepNone && at.Sub(now) < wait {
 				wait = at.Sub(now)
 			}
+			if warnIn, ok := r.warnExternal(ctx, st, now); ok && warnIn < wait {
+				wait = warnIn
+			}
 			return st, wait
 		}
-		next, err := r.apply(st, step, now)
+		var (
+			next *ca.State
+			err  error
+			held bool
+		)
+		if step == CAStepPrunePrevious {
+			next, held, err = r.holdPrevious(ctx, st, at, now)
+		}
+		if !held && err == nil {
+			next, err = r.apply(st, step, now)
+		}
 		if err != nil {
 			r.cfg.Log.Error("CA rotation step failed", "step", step.String(), "error", err)
 			return st, r.cfg.RetryInterval
 		}
 		saved, err := r.cfg.Store.Save(ctx, next)
 		switch {
+		case err == nil && held:
+			r.cfg.Log.Info("retired CA kept in the bundle until the last leaf it signed expires",
+				"previous", saved.Previous.Fingerprint(), "pruneAt", *saved.Record.Previous.PruneAt)
+			st = saved
+			r.changed(ctx, st)
 		case err == nil:
 			r.cfg.Log.Info("CA rotation step taken", "step", step.String(), "due", at, "current", saved.Current.Fingerprint())
 			st = saved
@@ -199,6 +241,52 @@ func (r *CARotator) tick(ctx context.Context, st *ca.State) (*ca.State, time.Dur
 	return st, r.cfg.RetryInterval
 }
 
+// holdPrevious decides whether the retired CA of st, due to be pruned at
+// pruneAt, must stay because leaves it signed are still valid. held means
+// next is st with a later prune time, to be saved instead of the prune. An
+// error means the inventory could not tell: the prune waits (fail safe).
+func (r *CARotator) holdPrevious(ctx context.Context, st *ca.State, pruneAt, now time.Time) (next *ca.State, held bool, err error) {
+	prev := ViewOf(st).Previous
+	if r.cfg.Inventory == nil || prev == nil || !now.Before(prev.NotAfter) {
+		// Nothing to ask, or the CA has expired and so has every leaf.
+		return nil, false, nil
+	}
+	last, err := r.cfg.Inventory.LatestNotAfter(ctx, st.Previous.Fingerprint())
+	if err != nil {
+		return nil, false, fmt.Errorf("keep retired CA %s in the bundle: cannot tell whether leaves it signed remain: %w", st.Previous.Fingerprint(), err)
+	}
+	t := PruneHold(*prev, pruneAt, last)
+	if !t.After(now) {
+		return nil, false, nil
+	}
+	next, err = st.WithPruneAt(t)
+	return next, err == nil, err
+}
+
+// warnExternal calls OnExternalExpiring when due (see ExternalExpiring) and
+// returns how long until it is next due; ok is false when it never is.
+func (r *CARotator) warnExternal(ctx context.Context, st *ca.State, now time.Time) (time.Duration, bool) {
+	v := ViewOf(st)
+	at, ok := ExternalExpiring(v, r.cfg.Policy)
+	if !ok {
+		return 0, false
+	}
+	fp := st.Current.Fingerprint()
+	if last, seen := r.warned[fp]; seen && last.Add(r.cfg.ExternalWarnInterval).After(at) {
+		at = last.Add(r.cfg.ExternalWarnInterval)
+	}
+	if at.After(now) {
+		return at.Sub(now), true
+	}
+	r.warned[fp] = now
+	r.cfg.Log.Warn("bring-your-own CA nears its end and meshca does not replace it: load its successor as the next CA",
+		"current", fp, "notAfter", v.Current.NotAfter)
+	if r.cfg.OnExternalExpiring != nil {
+		r.cfg.OnExternalExpiring(ctx, st, v.Current.NotAfter)
+	}
+	return r.cfg.ExternalWarnInterval, true
+}
+
 // apply computes the state after step.
 func (r *CARotator) apply(st *ca.State, step CAStep, now time.Time) (*ca.State, error) {
 	switch step {
@@ -212,7 +300,7 @@ func (r *CARotator) apply(st *ca.State, step CAStep, now time.Time) (*ca.State, 
 		if err != nil {
 			return nil, fmt.Errorf("create next CA: %w", err)
 		}
-		return st.WithNext(c, "generated", now, nil), nil
+		return st.WithNext(c, ca.SourceGenerated, now, nil), nil
 	}
 	return nil, fmt.Errorf("unknown CA step %v", step)
 }

@@ -116,8 +116,14 @@ type rotatorRun struct {
 // hourly, leaves live at most 10h, successors live 100h.
 func startRotator(t *testing.T, clk *clocktesting.FakeClock, store *memStore) *rotatorRun {
 	t.Helper()
+	return startRotatorWith(t, clk, store, nil)
+}
+
+// startRotatorWith is startRotator with edit applied to the config.
+func startRotatorWith(t *testing.T, clk *clocktesting.FakeClock, store *memStore, edit func(*CARotatorConfig)) *rotatorRun {
+	t.Helper()
 	rr := &rotatorRun{clk: clk, store: store, done: make(chan error, 1), poll: time.Hour}
-	r, err := NewCARotator(CARotatorConfig{
+	cfg := CARotatorConfig{
 		Store: store,
 		NewCA: func(*ca.CA) (*ca.CA, error) {
 			rr.newCAs.Add(1)
@@ -132,7 +138,11 @@ func startRotator(t *testing.T, clk *clocktesting.FakeClock, store *memStore) *r
 			rr.changes = append(rr.changes, st)
 			return nil
 		},
-	})
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	r, err := NewCARotator(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

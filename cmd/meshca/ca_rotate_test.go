@@ -70,7 +70,7 @@ func TestRotateCAConflicts(t *testing.T) {
 				t.Fatal(err)
 			}
 			store := &conflictStore{st: ca.NewState(cur, "generated", clk.Now()), conflicts: tc.conflicts}
-			st, err := rotateCA(context.Background(), store, clk, 2*time.Hour)
+			st, err := rotateCA(context.Background(), store, clk, 2*time.Hour, false)
 			if tc.wantErr {
 				if !errors.Is(err, ca.ErrConflict) || !strings.Contains(err.Error(), "try again") {
 					t.Fatalf("rotateCA = %v, want a conflict error that says to try again", err)

@@ -55,7 +55,7 @@ func newIssueCommand() *cobra.Command {
 			}
 			var iss certificateIssuer
 			iss, err = issuer.NewLocal(issuer.LocalConfig{
-				CA:     ca.NewState(c, "dir", c.Intermediate.NotBefore),
+				CA:     ca.NewState(c, ca.SourceDir, c.Intermediate.NotBefore),
 				Policy: issuer.OperatorPolicy(),
 				Clock:  clock.RealClock{},
 			})

@@ -2,10 +2,12 @@ package main
 
 import (
 	"context"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/rotator"
 )
 
 // leaderGauge is meshca_leader: 1 on the replica that holds the Lease (or
@@ -33,29 +35,51 @@ func leading(g prometheus.Gauge) func(context.Context) error {
 }
 
 // caCollector exports meshca_ca_not_after_timestamp_seconds{slot,cert} for
-// every CA slot that holds a CA. It reads the state at scrape time through
-// get, so a rotation shows without anyone updating a gauge.
+// every CA slot that holds a CA, and meshca_ca_external_expiring. It reads
+// the state at scrape time through get, so a rotation shows without anyone
+// updating a gauge.
 type caCollector struct {
-	get  func() *ca.State
-	desc *prometheus.Desc
+	get    func() *ca.State
+	policy rotator.CAPolicy
+	now    func() time.Time
+	desc   *prometheus.Desc
+	// external is meshca_ca_external_expiring.
+	external *prometheus.Desc
 }
 
 var _ prometheus.Collector = (*caCollector)(nil)
 
-func newCACollector(get func() *ca.State) *caCollector {
-	return &caCollector{get: get, desc: prometheus.NewDesc(
-		"meshca_ca_not_after_timestamp_seconds",
-		"Expiry of the CA certificates by slot (current, next, previous) and certificate (root, intermediate).",
-		[]string{"slot", "cert"}, nil)}
+// newCACollector reads the state through get; policy is the rotator's, to
+// tell when a bring-your-own CA would have been rotated.
+func newCACollector(get func() *ca.State, policy rotator.CAPolicy) *caCollector {
+	return &caCollector{get: get, policy: policy, now: time.Now,
+		desc: prometheus.NewDesc(
+			"meshca_ca_not_after_timestamp_seconds",
+			"Expiry of the CA certificates by slot (current, next, previous) and certificate (root, intermediate).",
+			[]string{"slot", "cert"}, nil),
+		external: prometheus.NewDesc(
+			"meshca_ca_external_expiring",
+			"1 when the current CA is a bring-your-own CA, no next CA is loaded, and it is past the time meshca would have "+
+				"prepared a successor for a CA of its own; meshca does not replace it, its owner must. Else 0.",
+			nil, nil),
+	}
 }
 
-func (c *caCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+func (c *caCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.desc
+	ch <- c.external
+}
 
 func (c *caCollector) Collect(ch chan<- prometheus.Metric) {
 	state := c.get()
 	if state == nil {
 		return
 	}
+	expiring := 0.0
+	if at, ok := rotator.ExternalExpiring(rotator.ViewOf(state), c.policy); ok && !at.After(c.now()) {
+		expiring = 1
+	}
+	ch <- prometheus.MustNewConstMetric(c.external, prometheus.GaugeValue, expiring)
 	for _, slot := range ca.Slots {
 		cur := state.Get(slot)
 		if cur == nil {

@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/rotator"
 )
 
 // options parses args (and env) the way serve does, without running it.
@@ -150,7 +151,7 @@ func TestServeMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := ca.NewState(c, "generated", time.Now())
-	if err := reg.Register(newCACollector(func() *ca.State { return state })); err != nil {
+	if err := reg.Register(newCACollector(func() *ca.State { return state }, rotator.CAPolicy{})); err != nil {
 		t.Fatal(err)
 	}
 	want := `# HELP meshca_ca_not_after_timestamp_seconds Expiry of the CA certificates by slot (current, next, previous) and certificate (root, intermediate).

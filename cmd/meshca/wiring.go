@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -51,7 +53,8 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	// live is the CA state now in force; the CA rotator replaces it.
 	live := &atomic.Pointer[ca.State]{}
 	live.Store(state)
-	if err := ctrlmetrics.Registry.Register(newCACollector(live.Load)); err != nil {
+	caPolicy := rotator.CAPolicy{MaxLeafLifetime: o.leafDuration}
+	if err := ctrlmetrics.Registry.Register(newCACollector(live.Load, caPolicy)); err != nil {
 		return fmt.Errorf("register CA metrics: %w", err)
 	}
 
@@ -167,9 +170,13 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	// bundle ConfigMaps and the webhook's caBundle.
 	caRotator, err := rotator.NewCARotator(rotator.CARotatorConfig{
 		Store:        store,
-		Policy:       rotator.CAPolicy{MaxLeafLifetime: o.leafDuration},
+		Policy:       caPolicy,
 		PublishGrace: publishGrace(o.caPublishGrace),
-		Log:          log.With("component", "ca-rotator"),
+		// A retired CA stays in the bundles until the last leaf it signed
+		// in a managed Secret has expired, whatever its meshca.io/duration.
+		Inventory:          controller.LeafInventory{Reader: mgr.GetClient()},
+		OnExternalExpiring: externalCAWarning(cs, store, events),
+		Log:                log.With("component", "ca-rotator"),
 		OnChange: func(ctx context.Context, st *ca.State) error {
 			live.Store(st)
 			setSigners := func() error {
@@ -211,6 +218,32 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	// A plain Runnable runs only on the leader.
 	return mgr.Add(manager.RunnableFunc(caRotator.Start))
 }
+
+// externalCAWarning records a Warning Event on the CA Secret, in meshca's
+// namespace, when a bring-your-own CA nears its end: `kubectl get events`
+// there and `kubectl describe secret meshca-ca` show it.
+func externalCAWarning(cs kubernetes.Interface, store ca.SecretStore, events controller.EventRecorder) func(context.Context, *ca.State, time.Time) {
+	return func(ctx context.Context, st *ca.State, notAfter time.Time) {
+		name := store.Name
+		if name == "" {
+			name = ca.DefaultSecretName
+		}
+		// The reference needs the Secret's UID; without it the Event still
+		// names the Secret.
+		sec, err := cs.CoreV1().Secrets(store.Namespace).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			sec = &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: store.Namespace, Name: name}}
+		}
+		regarding := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: sec.Namespace, Name: sec.Name, UID: sec.UID, ResourceVersion: sec.ResourceVersion}}
+		events.Eventf(regarding, nil, corev1.EventTypeWarning, reasonExternalCAExpiring, "Rotate",
+			"bring-your-own CA %s expires at %s and meshca does not replace it: load its successor as the next CA (docs/byo-ca.md), or run meshca ca rotate --replace-external-ca",
+			st.Current.Fingerprint(), notAfter.UTC().Format(time.RFC3339))
+	}
+}
+
+// reasonExternalCAExpiring is the reason of the Event externalCAWarning
+// records.
+const reasonExternalCAExpiring = "ExternalCAExpiring"
 
 // webhookHooks let a CA change reach the webhook's parts.
 type webhookHooks struct {
