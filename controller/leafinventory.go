@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
 	"time"
 
@@ -28,11 +29,13 @@ type LeafInventory struct {
 var _ rotator.LeafInventory = LeafInventory{}
 
 // LatestNotAfter returns the latest NotAfter of the leaves in the managed
-// Secrets whose meshca.io/issuer is issuerFingerprint. The leaf's own
-// NotAfter (first certificate of tls.crt) counts; when tls.crt does not
-// parse, meshca.io/not-after plus a second (it drops the fraction) does. A
-// Secret with neither holds no leaf anyone can use and is skipped.
-func (i LeafInventory) LatestNotAfter(ctx context.Context, issuerFingerprint string) (time.Time, error) {
+// Secrets that signer signed: the first certificate of tls.crt, whose
+// signature must verify against signer. meshca.io/issuer only narrows the
+// search. A Secret whose tls.crt does not parse holds no leaf anyone can
+// use; one that only claims the CA (a label and annotations any tenant
+// can write) does not keep it in the bundles.
+func (i LeafInventory) LatestNotAfter(ctx context.Context, signer *x509.Certificate) (time.Time, error) {
+	issuerFingerprint := ca.Fingerprint(signer)
 	var list corev1.SecretList
 	// Read-only: the cached objects are not copied.
 	if err := i.Reader.List(ctx, &list, client.MatchingLabelsSelector{Selector: ManagedSelector}, client.UnsafeDisableDeepCopy); err != nil {
@@ -44,15 +47,11 @@ func (i LeafInventory) LatestNotAfter(ctx context.Context, issuerFingerprint str
 		if s.Annotations[meta.AnnotationIssuer] != issuerFingerprint {
 			continue
 		}
-		var t time.Time
-		if certs, err := ca.ParseCertificatesPEM(s.Data[corev1.TLSCertKey]); err == nil && len(certs) > 0 {
-			t = certs[0].NotAfter
-		} else if a, err := time.Parse(time.RFC3339, s.Annotations[meta.AnnotationNotAfter]); err == nil {
-			t = a.Add(time.Second)
-		} else {
+		certs, err := ca.ParseCertificatesPEM(s.Data[corev1.TLSCertKey])
+		if err != nil || len(certs) == 0 || certs[0].CheckSignatureFrom(signer) != nil {
 			continue
 		}
-		if t.After(latest) {
+		if t := certs[0].NotAfter; t.After(latest) {
 			latest = t
 		}
 	}

@@ -25,7 +25,7 @@ func (failingReader) List(context.Context, client.ObjectList, ...client.ListOpti
 
 func TestLeafInventory(t *testing.T) {
 	t.Parallel()
-	pki := testpki.New(t)
+	pki, other := testpki.New(t), testpki.New(t)
 	issuerFP := ca.Fingerprint(pki.Intermediate)
 	now := time.Now().Truncate(time.Second)
 	leaf := func(notAfter time.Time) []byte {
@@ -73,12 +73,12 @@ func TestLeafInventory(t *testing.T) {
 			[]*corev1.Secret{secret("a", true, issuerFP, rfc(now.Add(time.Minute)), leaf(now.Add(3*time.Hour)))},
 			now.Add(3 * time.Hour),
 		},
-		"annotation, plus its dropped fraction, when tls.crt is garbled": {
+		"a garbled tls.crt holds no usable leaf, whatever its annotation": {
 			[]*corev1.Secret{secret("a", true, issuerFP, rfc(now.Add(time.Hour)), []byte("garbled"))},
-			now.Add(time.Hour + time.Second),
+			time.Time{},
 		},
-		"neither: no usable leaf": {
-			[]*corev1.Secret{secret("a", true, issuerFP, "soon", []byte("garbled"))},
+		"a leaf that only claims the issuer does not count": {
+			[]*corev1.Secret{secret("a", true, issuerFP, rfc(now.Add(5*time.Hour)), other.Leaf(t, testpki.LeafOptions{NotAfter: now.Add(5 * time.Hour)}).CertPEM)},
 			time.Time{},
 		},
 	}
@@ -89,7 +89,7 @@ func TestLeafInventory(t *testing.T) {
 			for _, s := range tc.secrets {
 				b = b.WithObjects(s)
 			}
-			got, err := LeafInventory{Reader: b.Build()}.LatestNotAfter(context.Background(), issuerFP)
+			got, err := LeafInventory{Reader: b.Build()}.LatestNotAfter(context.Background(), pki.Intermediate)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestLeafInventory(t *testing.T) {
 	}
 	t.Run("list error", func(t *testing.T) {
 		t.Parallel()
-		if _, err := (LeafInventory{Reader: failingReader{}}).LatestNotAfter(context.Background(), issuerFP); err == nil {
+		if _, err := (LeafInventory{Reader: failingReader{}}).LatestNotAfter(context.Background(), pki.Intermediate); err == nil {
 			t.Fatal("LatestNotAfter hid the list error")
 		}
 	})

@@ -251,7 +251,7 @@ func (r *CARotator) holdPrevious(ctx context.Context, st *ca.State, pruneAt, now
 		// Nothing to ask, or the CA has expired and so has every leaf.
 		return nil, false, nil
 	}
-	last, err := r.cfg.Inventory.LatestNotAfter(ctx, st.Previous.Fingerprint())
+	last, err := r.cfg.Inventory.LatestNotAfter(ctx, st.Previous.Intermediate)
 	if err != nil {
 		return nil, false, fmt.Errorf("keep retired CA %s in the bundle: cannot tell whether leaves it signed remain: %w", st.Previous.Fingerprint(), err)
 	}

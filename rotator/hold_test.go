@@ -2,6 +2,7 @@ package rotator
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"sync"
 	"testing"
@@ -199,11 +200,11 @@ type fakeInventory struct {
 	calls int
 }
 
-func (f *fakeInventory) LatestNotAfter(_ context.Context, fp string) (time.Time, error) {
+func (f *fakeInventory) LatestNotAfter(_ context.Context, signer *x509.Certificate) (time.Time, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.calls++
-	return f.last[fp], f.err
+	return f.last[ca.Fingerprint(signer)], f.err
 }
 
 func (f *fakeInventory) set(fp string, t time.Time, err error) {
