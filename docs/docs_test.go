@@ -1,7 +1,6 @@
 package docs
 
 import (
-	"bytes"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -54,13 +53,13 @@ type helpFlag struct {
 }
 
 var (
-	helpLine    = regexp.MustCompile(`^\s+(?:-\w, )?--([a-z0-9-]+)(?: [a-z0-9]+)?\s{2,}(.*)$`)
+	helpLine    = regexp.MustCompile(`^\s+(?:-\w, )?--([a-z0-9-]+)(?: [a-zA-Z0-9]+)?\s{2,}(.*)$`)
 	helpEnv     = regexp.MustCompile(`\(env (MESHCA_[A-Z0-9_]+)\)`)
 	helpDefault = regexp.MustCompile(`\(default ("[^"]*"|[^)]*)\)$`)
 )
 
-// serveFlags builds the binary and parses `meshca serve --help`.
-func serveFlags(t *testing.T) []helpFlag {
+// buildMeshca builds cmd/meshca into a temporary folder.
+func buildMeshca(t *testing.T) string {
 	t.Helper()
 	goBin, err := exec.LookPath("go")
 	if err != nil {
@@ -72,12 +71,23 @@ func serveFlags(t *testing.T) []helpFlag {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("go build ./cmd/meshca: %v\n%s", err, out)
 	}
-	out, err := exec.Command(bin, "serve", "--help").Output()
+	return bin
+}
+
+// help runs `meshca <args> --help`.
+func help(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(bin, append(args, "--help")...).Output()
 	if err != nil {
-		t.Fatalf("meshca serve --help: %v", err)
+		t.Fatalf("meshca %s --help: %v", strings.Join(args, " "), err)
 	}
+	return string(out)
+}
+
+// parseHelpFlags returns the flags a --help output lists, without --help.
+func parseHelpFlags(out string) []helpFlag {
 	var flags []helpFlag
-	for _, line := range strings.Split(string(out), "\n") {
+	for _, line := range strings.Split(out, "\n") {
 		m := helpLine.FindStringSubmatch(line)
 		if m == nil || m[1] == "help" {
 			continue
@@ -91,6 +101,14 @@ func serveFlags(t *testing.T) []helpFlag {
 		}
 		flags = append(flags, f)
 	}
+	return flags
+}
+
+// serveFlags builds the binary and parses `meshca serve --help`.
+func serveFlags(t *testing.T) []helpFlag {
+	t.Helper()
+	out := help(t, buildMeshca(t), "serve")
+	flags := parseHelpFlags(out)
 	if len(flags) < 20 {
 		t.Fatalf("parsed only %d flags from meshca serve --help; has its format changed?\n%s", len(flags), out)
 	}
@@ -141,6 +159,73 @@ func TestServeFlagsInReference(t *testing.T) {
 	for name := range rows {
 		if !seen[strings.TrimPrefix(name, "--")] {
 			t.Errorf("reference.md lists %s, which meshca serve does not have", name)
+		}
+	}
+}
+
+var helpCommand = regexp.MustCompile(`^  ([a-z][a-z0-9-]*)\s{2,}`)
+
+// subcommands returns the command paths below path as `--help` lists them
+// ("ca rotate", "status", ...), leaves only, without cobra's own help and
+// completion.
+func subcommands(t *testing.T, bin string, path ...string) [][]string {
+	t.Helper()
+	var out [][]string
+	inList := false
+	for _, line := range strings.Split(help(t, bin, path...), "\n") {
+		switch {
+		case line == "Available Commands:":
+			inList = true
+			continue
+		case strings.TrimSpace(line) == "":
+			inList = false
+			continue
+		}
+		m := helpCommand.FindStringSubmatch(line)
+		if !inList || m == nil || m[1] == "help" || m[1] == "completion" {
+			continue
+		}
+		sub := append(slices.Clone(path), m[1])
+		if below := subcommands(t, bin, sub...); len(below) > 0 {
+			out = append(out, below...)
+		} else {
+			out = append(out, sub)
+		}
+	}
+	return out
+}
+
+// TestSubcommandFlagsInReference fails when a command of meshca other than
+// serve (whose flags have their own table) has no row in the "Other
+// commands" table of reference.md, or when its row does not name one of its
+// flags as --flag.
+func TestSubcommandFlagsInReference(t *testing.T) {
+	bin := buildMeshca(t)
+	rows := tableRows(readDoc(t, "reference.md"), "`meshca ")
+	cmds := subcommands(t, bin)
+	if len(cmds) < 7 {
+		t.Fatalf("found only %v below meshca --help; has its format changed?", cmds)
+	}
+	for _, cmd := range cmds {
+		name := "meshca " + strings.Join(cmd, " ")
+		if name == "meshca serve" {
+			continue
+		}
+		var row []string
+		for first, cells := range rows {
+			if first == name || strings.HasPrefix(first, name+" ") {
+				row = cells
+			}
+		}
+		if row == nil {
+			t.Errorf("reference.md: no row in Other commands for %s", name)
+			continue
+		}
+		line := strings.Join(row, "|")
+		for _, f := range parseHelpFlags(help(t, bin, cmd...)) {
+			if !regexp.MustCompile(`--` + regexp.QuoteMeta(f.name) + `\b[^-]`).MatchString(line + " ") {
+				t.Errorf("reference.md: the row of %s does not name its flag --%s", name, f.name)
+			}
 		}
 	}
 }
@@ -284,18 +369,61 @@ func declaredMetrics(t *testing.T, dir string) []metric {
 	return out
 }
 
-// TestMetricsInMetricsDoc fails when a metric registered in controller/,
-// webhook/ or cmd/meshca has no row in metrics.md, when its row misses a label, or when
-// metrics.md has a row for a metric no longer registered.
+// goPackages returns every folder of meshca's module, relative to root,
+// that holds a non-test Go file: not testdata, not hidden folders, not
+// folders of other modules (those with their own go.mod, such as the tool
+// pins under hack/).
+func goPackages(t *testing.T) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			name := d.Name()
+			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "bin") {
+				return filepath.SkipDir
+			}
+			if _, err := os.Stat(filepath.Join(path, "go.mod")); path != root && err == nil {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
+			rel, err := filepath.Rel(root, filepath.Dir(path))
+			if err != nil {
+				return err
+			}
+			seen[rel] = true
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for dir := range seen {
+		out = append(out, dir)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// TestMetricsInMetricsDoc fails when a metric registered anywhere in
+// meshca's module has no row in metrics.md, when its row misses a label,
+// or when metrics.md has a row for a metric no longer registered.
 func TestMetricsInMetricsDoc(t *testing.T) {
 	rows := tableRows(readDoc(t, "metrics.md"), "`meshca_")
 	declared := map[string]bool{}
-	for _, dir := range []string{"controller", "webhook", "cmd/meshca"} {
-		ms := declaredMetrics(t, dir)
-		if len(ms) == 0 {
-			t.Fatalf("found no metrics in %s; has the way they are declared changed?", dir)
-		}
-		for _, m := range ms {
+	byDir := map[string]int{}
+	for _, dir := range goPackages(t) {
+		for _, m := range declaredMetrics(t, dir) {
+			byDir[dir]++
+			if m.name == "" {
+				t.Errorf("%s: a metric whose name is not a string literal; the docs test cannot read it", dir)
+				continue
+			}
 			declared[m.name] = true
 			if !strings.HasPrefix(m.name, "meshca_") {
 				t.Errorf("%s: metric %q does not start with meshca_", dir, m.name)
@@ -313,9 +441,14 @@ func TestMetricsInMetricsDoc(t *testing.T) {
 			}
 		}
 	}
+	for _, dir := range []string{"controller", "webhook", filepath.Join("cmd", "meshca")} {
+		if byDir[dir] == 0 {
+			t.Errorf("found no metrics in %s; has the way they are declared changed?", dir)
+		}
+	}
 	for name := range rows {
 		if !declared[name] {
-			t.Errorf("metrics.md has a row for %s, which controller/, webhook/ and cmd/meshca do not register", name)
+			t.Errorf("metrics.md has a row for %s, which no package of meshca registers", name)
 		}
 	}
 }
@@ -356,28 +489,103 @@ func TestReasonsInTroubleshooting(t *testing.T) {
 	}
 }
 
-var mdLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+var (
+	mdLink     = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+	mdHeading  = regexp.MustCompile(`^#{1,6}\s+(.*?)\s*#*\s*$`)
+	htmlAnchor = regexp.MustCompile(`<a\s+(?:id|name)="([^"]+)"`)
+	// notInAnchor is what GitHub drops from a heading's text to make its
+	// anchor: everything but letters, digits, spaces, - and _.
+	notInAnchor = regexp.MustCompile(`[^\p{L}\p{N}\s_-]`)
+)
 
-// TestRelativeLinks fails when a relative link in the docs or the README
-// points to a file that does not exist.
+// headingAnchor is the anchor GitHub gives a heading: lower case, Markdown
+// links reduced to their text, punctuation dropped, spaces as dashes.
+func headingAnchor(text string) string {
+	text = mdLink.ReplaceAllString(text, "]")
+	text = notInAnchor.ReplaceAllString(strings.ToLower(text), "")
+	return strings.ReplaceAll(text, " ", "-")
+}
+
+// anchors returns the anchors of a Markdown document: one per heading
+// outside fenced code (a repeated one gets -1, -2, ... as on GitHub) and
+// each explicit <a id> or <a name>.
+func anchors(doc string) map[string]bool {
+	out := map[string]bool{}
+	fenced := false
+	for _, line := range strings.Split(doc, "\n") {
+		if t := strings.TrimSpace(line); strings.HasPrefix(t, "```") || strings.HasPrefix(t, "~~~") {
+			fenced = !fenced
+			continue
+		}
+		for _, m := range htmlAnchor.FindAllStringSubmatch(line, -1) {
+			out[m[1]] = true
+		}
+		m := mdHeading.FindStringSubmatch(line)
+		if fenced || m == nil {
+			continue
+		}
+		a := headingAnchor(m[1])
+		for i := 1; out[a]; i++ {
+			a = headingAnchor(m[1]) + "-" + strconv.Itoa(i)
+		}
+		out[a] = true
+	}
+	return out
+}
+
+// TestHeadingAnchor pins headingAnchor to anchors GitHub makes.
+func TestHeadingAnchor(t *testing.T) {
+	for heading, want := range map[string]string{
+		"Rotating by hand with this version": "rotating-by-hand-with-this-version",
+		"`meshca serve` flags":               "meshca-serve-flags",
+		"Istio's CA (istiod)":                "istios-ca-istiod",
+		"A, then A+B, then B":                "a-then-ab-then-b",
+		"See [the code](../ca/ca.go)":        "see-the-code",
+		"Step 1: install_it":                 "step-1-install_it",
+	} {
+		if got := headingAnchor(heading); got != want {
+			t.Errorf("headingAnchor(%q) = %q, want %q", heading, got, want)
+		}
+	}
+}
+
+// TestRelativeLinks fails when a relative link in the docs, the README or
+// the chart's README points to a file that does not exist, or to an
+// #anchor that no heading of a Markdown target makes.
 func TestRelativeLinks(t *testing.T) {
 	files, err := filepath.Glob("*.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	files = append(files, filepath.Join(root, "README.md"))
+	files = append(files, filepath.Join(root, "README.md"), filepath.Join(root, "charts", "meshca", "README.md"))
 	for _, f := range files {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range mdLink.FindAllSubmatch(b, -1) {
-			target := string(bytes.SplitN(m[1], []byte("#"), 2)[0])
-			if target == "" || strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+			target, anchor, _ := strings.Cut(string(m[1]), "#")
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
 				continue
 			}
-			if _, err := os.Stat(filepath.Join(filepath.Dir(f), target)); err != nil {
-				t.Errorf("%s links to %s, which does not exist", f, m[1])
+			path := f
+			if target != "" {
+				path = filepath.Join(filepath.Dir(f), target)
+				if _, err := os.Stat(path); err != nil {
+					t.Errorf("%s links to %s, which does not exist", f, m[1])
+					continue
+				}
+			}
+			if anchor == "" || !strings.HasSuffix(path, ".md") {
+				continue
+			}
+			doc, err := os.ReadFile(path)
+			if err != nil {
+				t.Errorf("%s links to %s: %v", f, m[1], err)
+				continue
+			}
+			if !anchors(string(doc))[anchor] {
+				t.Errorf("%s links to %s, but %s has no heading with anchor #%s", f, m[1], path, anchor)
 			}
 		}
 	}

@@ -105,7 +105,7 @@ func (o *serveOptions) addFlags(fs *pflag.FlagSet) {
 	fs.StringVar(&o.metricsAddress, "metrics-address", ":8080", "address of the Prometheus /metrics endpoint; 0 disables it")
 	fs.StringVar(&o.healthAddress, "health-address", ":8081", "address of /healthz and /readyz; 0 disables them")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "run controllers only on the holder of the meshca Lease; the webhook serves on every replica")
-	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a Lease holder that stops renewing keeps the Lease: after it dies, another replica takes over within this time (plus --leader-election-retry-period)")
+	fs.DurationVar(&o.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a Lease holder that stops renewing keeps the Lease: a leader that dies is replaced between this minus one and this plus 4.4 retry periods later")
 	fs.DurationVar(&o.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader keeps retrying to renew the Lease before it gives up leading and exits; must be less than the lease duration")
 	fs.DurationVar(&o.retryPeriod, "leader-election-retry-period", 2*time.Second, "how often replicas try to acquire or renew the Lease")
 	fs.BoolVar(&o.allowNewCA, "allow-new-ca", false, "create a new CA even though Secrets issued by a previous one (labelled app.kubernetes.io/managed-by=meshca) exist; without it meshca refuses to start when the CA Secret is gone but its certificates are not")
@@ -201,10 +201,13 @@ func newServeCommand() *cobra.Command {
 		Long: `Run the meshca daemon. Controllers and the rotator run on the replica holding
 the Lease "meshca" in --namespace; the admission webhook, /metrics, /healthz and
 /readyz serve on every replica. SIGTERM or SIGINT shuts down cleanly and
-releases the Lease, so another replica takes over at once. A replica that dies
-without releasing it is replaced after --leader-election-lease-duration; the
-leader renews every --leader-election-retry-period and stops leading (and
-exits) when it cannot renew for --leader-election-renew-deadline. The gauge
+releases the Lease, so another replica takes over at its next try (within 2.2 x
+--leader-election-retry-period). A leader that dies without releasing it is
+replaced between lease duration - retry period and lease duration + 4.4 x retry
+period later (13s to 23.8s at the defaults; docs/reference.md, "Leader election
+and takeover"). The leader renews every --leader-election-retry-period and
+stops leading (and exits) when it cannot renew for
+--leader-election-renew-deadline. The gauge
 meshca_leader on /metrics is 1 on the leader and 0 elsewhere.
 
 Every flag can also be set by an environment variable: MESHCA_ followed by the

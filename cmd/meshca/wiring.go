@@ -14,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -50,12 +51,22 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	current := state.Get(ca.SlotCurrent)
 	log.Info("CA loaded", "secret", store.String(), "issuer", current.Fingerprint(),
 		"notAfter", current.Intermediate.NotAfter)
-	// live is the CA state now in force; the CA rotator replaces it.
+	// live is the CA state now in force, which the CA metrics show: the
+	// CA rotator replaces it on the leader, a caFollower re-reads the CA
+	// Secret into it on the other replicas.
 	live := &atomic.Pointer[ca.State]{}
 	live.Store(state)
 	caPolicy := rotator.CAPolicy{MaxLeafLifetime: o.leafDuration}
 	if err := ctrlmetrics.Registry.Register(newCACollector(live.Load, caPolicy)); err != nil {
 		return fmt.Errorf("register CA metrics: %w", err)
+	}
+	follower := &caFollower{
+		store: store, live: live, elected: mgr.Elected(),
+		interval: rotator.DefaultCAPollInterval, clock: clock.RealClock{},
+		log: log.With("component", "ca-follower"),
+	}
+	if err := mgr.Add(everyReplica{manager.RunnableFunc(follower.Start)}); err != nil {
+		return err
 	}
 
 	selector := labels.Nothing()
