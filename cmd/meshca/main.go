@@ -54,6 +54,6 @@ bundle into workloads through a mutating admission webhook.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newServeCommand(), newCACommand(), newIssueCommand(), newStatusCommand(), newRenewCommand())
+	root.AddCommand(newVersionCommand(), newServeCommand(), newCACommand(), newIssueCommand(), newStatusCommand(), newRenewCommand(), newCheckCommand())
 	return root
 }
