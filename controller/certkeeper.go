@@ -114,12 +114,14 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 	}
 	policy := rotator.Policy{RenewBefore: w.RenewBefore}
 	observed := rotator.Observe(false, nil, nil)
+	renew := ""
 	if existing != nil {
 		observed = rotator.Observe(true, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey])
+		renew = existing.Annotations[meta.AnnotationRenewRequested]
 	}
 	wanted := rotator.Wanted{DNSNames: w.DNSNames, URIs: []string{w.SPIFFEID}, KeyAlgorithm: w.KeyAlgorithm}
 	decision := rotator.Evaluate(rotator.Input{
-		Now: k.clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.pool, Policy: policy,
+		Now: k.clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.pool, Policy: policy, RenewRequested: renew,
 	}, rotator.DefaultChecks)
 
 	holder := w.SourceKey

@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/x509"
 	"fmt"
+	"math/big"
 	"slices"
 	"strings"
 	"time"
@@ -19,6 +20,7 @@ const (
 	ReasonIssuerNotTrusted    = "IssuerNotTrusted"
 	ReasonNamesChanged        = "NamesChanged"
 	ReasonKeyAlgorithmChanged = "KeyAlgorithmChanged"
+	ReasonManual              = "Manual"
 	ReasonNearExpiry          = "NearExpiry"
 )
 
@@ -71,6 +73,11 @@ type Input struct {
 	Roots *x509.CertPool
 	// Policy decides the renewal time.
 	Policy Policy
+	// RenewRequested is the serial number, in hex as meshca.io/serial
+	// spells it, of a certificate an operator asked to replace now
+	// (meshca.io/renew-requested, set by meshca renew); empty: none. A
+	// request naming any other serial has been served already.
+	RenewRequested string
 }
 
 // Check is one named reason to reissue: it returns the reason, a message for
@@ -86,6 +93,7 @@ var DefaultChecks = []Check{
 	IssuerNotTrusted,
 	NamesChanged,
 	KeyAlgorithmChanged,
+	ManualRenewal,
 	NearExpiry,
 }
 
@@ -195,6 +203,22 @@ func KeyAlgorithmChanged(in Input) (string, string, bool) {
 		return ReasonKeyAlgorithmChanged, fmt.Sprintf("key algorithm is %s, wanted %s", have, in.Wanted.KeyAlgorithm), true
 	}
 	return "", "", false
+}
+
+// ManualRenewal fires when an operator asked to replace the certificate in
+// the Secret: the request names its serial. The request is keyed on the
+// serial, not on a time, so it fires exactly once whatever the clocks of the
+// operator's machine and the cluster say, and a request left in place after
+// the certificate was replaced (for this or any other reason) is spent.
+func ManualRenewal(in Input) (string, string, bool) {
+	if in.RenewRequested == "" {
+		return "", "", false
+	}
+	want, ok := new(big.Int).SetString(strings.TrimSpace(in.RenewRequested), 16)
+	if !ok || want.Cmp(in.Observed.Leaf.SerialNumber) != 0 {
+		return "", "", false
+	}
+	return ReasonManual, fmt.Sprintf("renewal of serial %X was requested", in.Observed.Leaf.SerialNumber), true
 }
 
 // NearExpiry fires once the renewal time of the certificate has come.

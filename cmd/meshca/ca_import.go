@@ -13,7 +13,8 @@ import (
 )
 
 func newCAImportCommand() *cobra.Command {
-	var kubeconfig, namespace, from, format string
+	var namespace, from, format string
+	var kube kubeFlags
 	cmd := &cobra.Command{
 		Use:   "import --from NAMESPACE/SECRET --format cert-manager|istio",
 		Short: "Bring your own CA: create meshca-ca from a cert-manager or Istio cacerts Secret",
@@ -42,7 +43,7 @@ existing meshca-ca is never replaced: the command fails instead.`,
 			if namespace == "" {
 				namespace = podNamespace()
 			}
-			cs, err := cliClientset(kubeconfig, 5, 10)
+			cs, err := kube.clientset(5, 10)
 			if err != nil {
 				return err
 			}
@@ -67,7 +68,7 @@ existing meshca-ca is never replaced: the command fails instead.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; default $KUBECONFIG, else the in-cluster config")
+	kube.addFlags(f)
 	f.StringVar(&namespace, "namespace", "", "meshca's namespace, where meshca-ca is created; default: the pod's namespace, else meshca-system")
 	f.StringVar(&from, "from", "", "the Secret holding your CA, as NAMESPACE/NAME")
 	f.StringVar(&format, "format", "", "the Secret's shape: cert-manager or istio")

@@ -16,12 +16,13 @@ import (
 
 func newCARotateCommand() *cobra.Command {
 	var (
-		kubeconfig, namespace, secret string
-		activateAfter                 time.Duration
-		replaceExternal               bool
+		kube              kubeFlags
+		namespace, secret string
+		activateAfter     time.Duration
+		replaceExternal   bool
 	)
 	cmd := &cobra.Command{
-		Use:   "rotate [--kubeconfig K] [--namespace N] [--activate-after 1h]",
+		Use:   "rotate [--kubeconfig K] [--context C] [--namespace N] [--activate-after 1h]",
 		Short: "Start a CA rotation now: publish the next CA at once and activate it after a delay",
 		Long: "Prepare the next CA in the meshca-ca Secret now (same key algorithm and trust domain as the\n" +
 			"current one) unless one is already published, and set it to start signing after --activate-after.\n" +
@@ -37,7 +38,7 @@ func newCARotateCommand() *cobra.Command {
 			if namespace == "" {
 				namespace = podNamespace()
 			}
-			cs, err := cliClientset(kubeconfig, 5, 10)
+			cs, err := kube.clientset(5, 10)
 			if err != nil {
 				return err
 			}
@@ -53,7 +54,7 @@ func newCARotateCommand() *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; default $KUBECONFIG, else the in-cluster config")
+	kube.addFlags(f)
 	f.StringVar(&namespace, "namespace", "", "namespace of the CA Secret; default: the pod's namespace, else meshca-system")
 	f.StringVar(&secret, "secret", ca.DefaultSecretName, "name of the CA Secret")
 	f.DurationVar(&activateAfter, "activate-after", time.Hour, "how long the next CA is published before it starts signing")

@@ -3,6 +3,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -10,11 +11,37 @@ import (
 )
 
 func main() {
-	if err := newRootCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "meshca:", err)
-		os.Exit(1)
+	err := newRootCommand().Execute()
+	if err == nil {
+		return
 	}
+	code := 1
+	var ee *exitError
+	if errors.As(err, &ee) {
+		code = ee.code
+		err = ee.err
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "meshca:", err)
+	}
+	os.Exit(code)
 }
+
+// exitError ends meshca with an exit code other than 1 (renew's refusal,
+// check's warnings); err, when not nil, is printed first.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
 
 func newRootCommand() *cobra.Command {
 	root := &cobra.Command{
@@ -27,6 +54,6 @@ bundle into workloads through a mutating admission webhook.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.AddCommand(newVersionCommand(), newServeCommand(), newCACommand(), newIssueCommand(), newStatusCommand())
+	root.AddCommand(newVersionCommand(), newServeCommand(), newCACommand(), newIssueCommand(), newStatusCommand(), newRenewCommand(), newCheckCommand())
 	return root
 }

@@ -12,7 +12,8 @@ import (
 )
 
 func newStatusCommand() *cobra.Command {
-	var kubeconfig, namespace, output string
+	var namespace, output string
+	var kube kubeFlags
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show managed certificates, CA slots, the trust bundle and the leader",
@@ -27,7 +28,7 @@ On a terminal, times are relative and states coloured; -o json is for scripts.`,
 			if output != "table" && output != "json" {
 				return fmt.Errorf("-o must be table or json, got %q", output)
 			}
-			cs, err := cliClientset(kubeconfig, 20, 40)
+			cs, err := kube.clientset(20, 40)
 			if err != nil {
 				return err
 			}
@@ -46,7 +47,7 @@ On a terminal, times are relative and states coloured; -o json is for scripts.`,
 			return status.Table(out, r, status.Style{Color: tty && os.Getenv("NO_COLOR") == "", Relative: tty})
 		},
 	}
-	cmd.Flags().StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig of the cluster; default $KUBECONFIG, else the in-cluster config")
+	kube.addFlags(cmd.Flags())
 	cmd.Flags().StringVarP(&namespace, "namespace", "n", "meshca-system", "meshca's namespace (the CA Secret and the leader Lease)")
 	cmd.Flags().StringVarP(&output, "output", "o", "table", "output format: table or json")
 	return cmd

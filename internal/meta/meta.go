@@ -42,6 +42,11 @@ const (
 	AnnotationDNSSANs  = "meshca.io/dns-sans"
 )
 
+// AnnotationRenewRequested, set on a managed Secret (by meshca renew, or by
+// hand), asks the leader to replace the certificate whose serial it names,
+// in hex as AnnotationSerial spells it, now (renewal reason Manual).
+const AnnotationRenewRequested = "meshca.io/renew-requested"
+
 // TrustBundleConfigMap is the ConfigMap holding the trust bundle (key ca.crt)
 // in every selected namespace.
 const TrustBundleConfigMap = "meshca-trust-bundle"
