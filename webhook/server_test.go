@@ -256,15 +256,7 @@ func TestStartProtocols(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- s.Start(ctx) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("Start: %v", err)
-				}
-			}()
+			serve(t, s)
 			tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}
 			defer tr.CloseIdleConnections()
 			c := &http.Client{Timeout: 5 * time.Second, Transport: tr}
@@ -280,4 +272,19 @@ func TestStartProtocols(t *testing.T) {
 			}
 		})
 	}
+}
+
+// serve runs s until the test ends, then checks that Start returned
+// cleanly.
+func serve(t *testing.T, s *Server) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Start: %v", err)
+		}
+	})
 }
