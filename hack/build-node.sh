@@ -9,9 +9,9 @@
 # otherwise flock, build into a temporary sibling and rename it into place.
 # The go flags match build-kube.sh's, so the packages kube-apiserver already
 # compiled come from the build cache. It also installs the Debian packages a
-# node needs (containerd, runc, the CNI plugins, iptables, conntrack) when
-# any is missing. Prints the node-bin folder on stdout; progress goes to
-# stderr.
+# node needs (containerd, runc, the CNI plugins, iptables, conntrack, and nft
+# for hack/node/down.sh) when any is missing. Prints the node-bin folder on
+# stdout; progress goes to stderr.
 set -euo pipefail
 
 KUBE_VERSION=${KUBE_VERSION:-v1.37.2}
@@ -22,7 +22,7 @@ bin="$root/node-bin"
 stamp="$bin/.complete"
 cmds=(kubelet kube-controller-manager kube-scheduler kube-proxy)
 want="${cmds[*]} $KUBE_VERSION"
-debs=(containerd runc containernetworking-plugins iptables conntrack)
+debs=(containerd runc containernetworking-plugins iptables conntrack nftables)
 
 # shellcheck source=hack/lib.sh
 source "$here/lib.sh"
