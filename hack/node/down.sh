@@ -14,19 +14,30 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 d=$NODE_DIR
 [[ -d $d ]] || exit 0
+# A second Ctrl-C must not leave the machine half restored.
+trap 'log "down: interrupt ignored until the teardown finishes"' INT TERM HUP
 t0=$(ms)
 node_bin=${MESHCA_CACHE:-$HOME/.cache/meshca}/kube/${KUBE_VERSION:-v1.37.2}/node-bin
 kube_bin=$node_bin/../bin
 
 at() { log "down: $* (+$(($(ms) - t0)) ms)"; }
 
-stop() { # name: SIGTERM, up to 10 s, then SIGKILL
-	local p
-	p=$(pid_of "$1") || { rm -f "$d/pids/$1.pid"; return 0; }
-	kill -TERM "$p" 2>/dev/null
-	for _ in $(seq 1 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.2; done
-	kill -KILL "$p" 2>/dev/null && log "$1 ($p) killed"
-	rm -f "$d/pids/$1.pid"
+stop() { # names...: SIGTERM to all, up to 10 s for all to exit, then SIGKILL
+	local n p pids=()
+	for n in "$@"; do
+		if p=$(pid_of "$n"); then
+			kill -TERM "$p" 2>/dev/null
+			pids+=("$n:$p")
+		fi
+		rm -f "$d/pids/$n.pid"
+	done
+	for _ in $(seq 1 50); do
+		local alive=0
+		for n in "${pids[@]}"; do kill -0 "${n#*:}" 2>/dev/null && alive=1; done
+		((alive)) || return 0
+		sleep 0.2
+	done
+	for n in "${pids[@]}"; do kill -KILL "${n#*:}" 2>/dev/null && log "${n%%:*} (${n#*:}) killed after 10 s"; done
 }
 
 at "deleting Pods through the API"
@@ -39,8 +50,7 @@ fi
 
 at "stopping processes"
 # 2. The agents, then what is left of the Pods, then containerd.
-stop kube-proxy
-stop kubelet
+stop kube-proxy kubelet
 if pid_of containerd >/dev/null; then
 	for t in $(ctr -a "$SOCK" -n k8s.io tasks ls -q 2>/dev/null); do
 		ctr -a "$SOCK" -n k8s.io tasks kill -s SIGKILL "$t" >/dev/null 2>&1
@@ -55,9 +65,7 @@ shim_pids() {
 for p in $(pod_pids); do kill -KILL "$p" 2>/dev/null; done
 stop containerd
 for p in $(shim_pids); do kill -KILL "$p" 2>/dev/null && log "containerd shim $p killed"; done
-stop kube-scheduler
-stop kube-controller-manager
-stop kube-apiserver
+stop kube-scheduler kube-controller-manager kube-apiserver
 stop etcd
 
 at "unmounting"

@@ -35,7 +35,12 @@ machine_state >"$work/before"
 echo "== machine before"; cat "$work/before"
 
 result=1
+# An interrupt can land while a shell function runs with its output
+# redirected (kubectl >/dev/null); the trap then inherits that redirection.
+# Keep the real stdout and stderr to put back.
+exec 3>&1 4>&2
 finish() {
+	exec 1>&3 2>&4
 	local t
 	t=$(ms)
 	echo "== teardown"

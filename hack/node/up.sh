@@ -32,7 +32,10 @@ fi
 
 t0=$(ms)
 ok=
-trap '[[ -n $ok ]] || { log "up failed; tearing down"; "$here/down.sh" || true; }' EXIT
+# fds 3 and 4 keep stdout and stderr for the trap: an interrupt can land while
+# a function runs with its output redirected (wait_up ... >/dev/null).
+exec 3>&1 4>&2
+trap '[[ -n $ok ]] || { exec 1>&3 2>&4; log "up failed; tearing down"; "$here/down.sh" || true; }' EXIT
 trap 'exit 130' INT TERM
 
 rm -rf "$NODE_DIR"
@@ -102,7 +105,7 @@ cd "$repo"
 start() { # name binary args...: runs it in its own session, logs to logs/name.log
 	local name=$1
 	shift
-	setsid "$@" >"$d/logs/$name.log" 2>&1 </dev/null &
+	setsid "$@" >"$d/logs/$name.log" 2>&1 </dev/null 3>&- 4>&- &
 	echo $! >"$d/pids/$name.pid"
 }
 alive() { pid_of "$1" >/dev/null || { tail -20 "$d/logs/$1.log" >&2; die "$1 exited"; }; }
