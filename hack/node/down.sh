@@ -31,10 +31,11 @@ stop() { # names...: SIGTERM to all, up to 10 s for all to exit, then SIGKILL
 		fi
 		rm -f "$d/pids/$n.pid"
 	done
+	local t=$(ms)
 	for _ in $(seq 1 50); do
 		local alive=0
-		for n in "${pids[@]}"; do kill -0 "${n#*:}" 2>/dev/null && alive=1; done
-		((alive)) || return 0
+		for n in "${pids[@]}"; do running "${n#*:}" && alive=1; done
+		((alive)) || { log "down: stopped $* in $(($(ms) - t)) ms"; return 0; }
 		sleep 0.2
 	done
 	for n in "${pids[@]}"; do kill -KILL "${n#*:}" 2>/dev/null && log "${n%%:*} (${n#*:}) killed after 10 s"; done
@@ -42,7 +43,8 @@ stop() { # names...: SIGTERM to all, up to 10 s for all to exit, then SIGKILL
 
 at "deleting Pods through the API"
 # 1. Let the kubelet stop the Pods itself (CNI DEL, unmounts) while it can.
-if pid_of kubelet >/dev/null && pid_of kube-apiserver >/dev/null && [[ -f $d/kubeconfig ]]; then
+if pid_of kube-apiserver >/dev/null && [[ -f $d/kubeconfig ]] &&
+	curl -fsS --max-time 2 "http://127.0.0.1:$KUBELET_HEALTHZ_PORT/healthz" >/dev/null 2>&1; then
 	k() { timeout 40 "$kube_bin/kubectl" --kubeconfig "$d/kubeconfig" "$@"; }
 	k delete deployments,replicasets,statefulsets,daemonsets,jobs --all -A --wait=false >/dev/null 2>&1
 	k delete pods --all -A --grace-period=1 --timeout=30s >/dev/null 2>&1 || log "some Pods did not stop in 30 s"

@@ -51,12 +51,24 @@ wait_for() {
 	done
 }
 
-# pid_of NAME: the PID up.sh recorded for NAME, if that process is alive.
+# pid_of NAME: the PID up.sh recorded for NAME, if that process is still
+# the one up.sh started (its command line names $NODE_DIR, so a reused PID
+# is never taken for it) and not a zombie waiting to be reaped.
 pid_of() {
 	local f=$NODE_DIR/pids/$1.pid p
 	[[ -f $f ]] || return 1
 	p=$(<"$f")
-	kill -0 "$p" 2>/dev/null && echo "$p"
+	running "$p" || return 1
+	tr '\0' '\n' 2>/dev/null <"/proc/$p/cmdline" | grep -qF -- "$NODE_DIR" || return 1
+	echo "$p"
+}
+
+# running PID: the process exists and is not a zombie (the daemons outlive
+# up.sh, so whoever reaps them may take a moment after they exit).
+running() {
+	local state
+	state=$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null) || return 1
+	[[ -n $state && $state != Z ]]
 }
 
 # ms: milliseconds since the epoch, for the timings.
