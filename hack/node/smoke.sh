@@ -3,7 +3,9 @@
 # runs a Pod from a locally built static-Go image (hack/node/hello) with a
 # Secret volume to Running and Ready through a real HTTP readiness probe
 # (ready only once the mounted Secret file is readable), checks the mounted
-# content from the host through the Pod network, tears the node down, and
+# content from the host through the Pod network, has the Pod call the API
+# server through the kubernetes Service with its ServiceAccount token, reads
+# its logs through the API server and the kubelet, tears the node down, and
 # fails unless the machine's state after equals the state before.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -101,4 +103,10 @@ want=$(printf '%s' "$token" | sha256sum | cut -d' ' -f1)
 [[ $got == "$want" ]] || { echo "FAIL: the Pod read $got from its Secret volume, want $want"; exit 1; }
 echo "OK: Pod hello Ready in ${ready_ms} ms through its readiness probe; it reads the Secret volume (sha256 $got, from the host via $ip)"
 echo "OK: kubelet mounted: $(mount | grep -c "$d/kubelet") mounts under the kubelet root"
+who=$(curl -sS --max-time 10 "http://$ip:8080/whoami" 2>&1 || true)
+[[ $who == system:serviceaccount:default:default ]] || { echo "FAIL: the Pod's API call through the kubernetes Service answered $who"; exit 1; }
+echo "OK: the Pod reached the API server through the kubernetes Service (kube-proxy) with its ServiceAccount token: $who"
+logs=$(kubectl logs hello)
+grep -q 'hello: listening' <<<"$logs" || { echo "FAIL: kubectl logs hello: $logs"; exit 1; }
+echo "OK: kubectl logs (API server to kubelet): $logs"
 result=0

@@ -174,10 +174,13 @@ state = "$d/containerd/state"
     bin_dir = "/usr/lib/cni"
     conf_dir = "$d/cni/net.d"
 EOT
+# The default route sends Service traffic (10.96.0.0/16) to the bridge, where
+# kube-proxy's DNAT applies; anything leaving the bridge is dropped above.
 cat >"$d/cni/net.d/10-meshca.conflist" <<EOT
 {"cniVersion": "1.0.0", "name": "meshca-node", "plugins": [{
   "type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-  "ipam": {"type": "host-local", "dataDir": "$d/cni/ipam", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$GATEWAY"}]]}
+  "ipam": {"type": "host-local", "dataDir": "$d/cni/ipam", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$GATEWAY"}]],
+           "routes": [{"dst": "0.0.0.0/0"}]}
 }]}
 EOT
 start containerd containerd --config "$d/containerd/config.toml"
