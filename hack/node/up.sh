@@ -30,6 +30,15 @@ if [[ -d $NODE_DIR/saved ]]; then
 	"$here/down.sh"
 fi
 
+# down.sh removes every KUBE-* chain and kubepods cgroup: refuse to start
+# beside another Kubernetes node rather than tear its state down later.
+ip link show "$BRIDGE" >/dev/null 2>&1 && die "interface $BRIDGE exists already; not touching it"
+rules=$(iptables-save 2>/dev/null; ip6tables-save 2>/dev/null) # saved first: grep -q under pipefail misleads
+if grep -q '^:KUBE-' <<<"$rules"; then
+	die "iptables has KUBE-* chains: another Kubernetes node runs on this machine"
+fi
+compgen -G '/sys/fs/cgroup/*/kubepods' >/dev/null && die "kubepods cgroups exist: another kubelet runs on this machine"
+
 t0=$(ms)
 ok=
 # fds 3 and 4 keep stdout and stderr for the trap: an interrupt can land while
@@ -49,7 +58,6 @@ for s in "${SYSCTLS[@]}"; do
 done >"$d/saved/sysctl"
 nft list tables >"$d/saved/nft-tables"
 for p in "${OUTSIDE_PATHS[@]}"; do [[ -e $p ]] || echo "$p"; done >"$d/saved/absent-paths"
-ip link show "$BRIDGE" >/dev/null 2>&1 && die "interface $BRIDGE exists already; not touching it"
 
 # --- Network: the bridge exists before the API server, which advertises its gateway. ---
 ip link add "$BRIDGE" type bridge
