@@ -19,7 +19,7 @@ FUZZTIME           ?= 20s
 export KUBEBUILDER_ASSETS := $(KUBE_BIN)
 export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 90s
 
-.PHONY: build test unit lint kube run bench bench-long fuzz image clean help
+.PHONY: build test unit lint kube node node-smoke run bench bench-long fuzz image clean help
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -29,6 +29,12 @@ build: ## Build bin/meshca.
 
 kube: ## Build kube-apiserver, etcd and kubectl from source into the tool cache (once per machine).
 	@hack/build-kube.sh >/dev/null
+
+node: kube ## Build kubelet, controller-manager, scheduler, kube-proxy into the tool cache; apt-get the node's Debian packages.
+	@hack/build-node.sh >/dev/null
+
+node-smoke: node ## Start the single-node cluster, run a Pod with a Secret volume to Ready, tear down, check the machine is as found (root; not in make test yet).
+	@hack/node/smoke.sh
 
 lint: ## go vet, gofmt and staticcheck (checks named in staticcheck.conf), with and without -tags stepca.
 	@echo ">> go vet"; go vet ./...
