@@ -2,7 +2,9 @@ package controller
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -90,6 +92,11 @@ type keptCert struct {
 	Serial, Reason string
 	// Issued is true when this call signed a new certificate.
 	Issued bool
+	// Bundle is the digest (bundleDigest) of the ca.crt now in the
+	// Secret; IssuedBundle that of the ca.crt when the certificate was
+	// issued (meshca.io/issued-bundle; empty on Secrets issued before it
+	// was recorded).
+	Bundle, IssuedBundle string
 }
 
 // keep brings the Secret of w to a current certificate. Refusals (foreign
@@ -170,6 +177,8 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 	// ca.crt always comes from Trust, the one source of the bundle: the
 	// issuer's CAPEM may run ahead of or behind it during a CA change.
 	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, trust.pem, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
+	bundle := bundleDigest(trust.pem)
+	d.annotations[meta.AnnotationIssuedBundle] = bundle
 	if _, err := k.secrets.apply(ctx, existing, d); err != nil {
 		if !errors.Is(err, errExists) && !ending(ctx, err) {
 			k.metrics.Failures.WithLabelValues(string(w.Profile), "write").Inc()
@@ -185,7 +194,7 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 		"Secret %s: certificate %s (%s: %s), serial %s, valid until %s",
 		w.Ref, verb, decision.Reason, decision.Message, serialHex(b.Leaf), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	k.metrics.setExpiry(w.SourceKey, w.Ref, b.Leaf, renewAt)
-	return keptCert{After: k.until(renewAt), Serial: serialHex(b.Leaf), Reason: decision.Reason, Issued: true}, nil
+	return keptCert{After: k.until(renewAt), Serial: serialHex(b.Leaf), Reason: decision.Reason, Issued: true, Bundle: bundle, IssuedBundle: bundle}, nil
 }
 
 // refresh keeps a good certificate's Secret current: ca.crt follows the
@@ -196,6 +205,10 @@ func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.S
 	d := tlsSecret(w, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.pem,
 		leaf, existing.Annotations[meta.AnnotationIssuer], reason, renewAt)
 	d.annotations[meta.AnnotationSource] = holder
+	issuedBundle := existing.Annotations[meta.AnnotationIssuedBundle]
+	if issuedBundle != "" {
+		d.annotations[meta.AnnotationIssuedBundle] = issuedBundle
+	}
 	if holder != w.SourceKey {
 		// Refreshed for a source that shares it: the holder's owners
 		// stay, or the two would take turns rewriting them.
@@ -209,7 +222,7 @@ func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.S
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "Secret %s: ca.crt follows the new trust bundle", w.Ref)
 	}
 	k.metrics.setExpiry(w.SourceKey, w.Ref, leaf, renewAt)
-	return keptCert{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason}, nil
+	return keptCert{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason, Bundle: bundleDigest(trust.pem), IssuedBundle: issuedBundle}, nil
 }
 
 // createdFor reports evidence that meshca created the Secret s for the
@@ -302,6 +315,13 @@ func tlsSecret(w certWish, certPEM, keyPEM, bundle []byte, leaf *x509.Certificat
 		annotations: ann,
 		owners:      w.Owners,
 	}
+}
+
+// bundleDigest names a trust bundle in meshca.io/issued-bundle and
+// meshca.io/cert-revision: the first 8 bytes of its SHA-256, in hex.
+func bundleDigest(pem []byte) string {
+	sum := sha256.Sum256(pem)
+	return hex.EncodeToString(sum[:8])
 }
 
 // serialHex formats a serial number the way openssl x509 -serial does.

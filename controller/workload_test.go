@@ -269,7 +269,92 @@ func TestRestartOnRotate(t *testing.T) {
 		if err := env.Client.Get(ctx, keyOf(d), d); err != nil {
 			return false
 		}
-		return d.Spec.Template.Annotations[meta.AnnotationCertRevision] == second
+		return strings.HasPrefix(d.Spec.Template.Annotations[meta.AnnotationCertRevision], second+".")
 	})
 	h.waitEvent(t, ns, "roll", EventRestarted)
+}
+
+// TestRestartOnRotateFollowsBundle: a workload whose certificate was only
+// ever first-issued rolls when the trust bundle in its Secret changes (a
+// CA rotation publishes a new root), once, and not again while nothing
+// changes.
+func TestRestartOnRotateFollowsBundle(t *testing.T) {
+	env := testenv.Get(t)
+	ns := env.Namespace(t)
+	h := startHarness(t, harnessOptions{namespaces: []string{ns}, skipTLSContext: true, workloads: true})
+	ctx := context.Background()
+	d := workload("Deployment", ns, "roll", "", certAnn(meta.AnnotationRestartOnRotate, "TRUE")).(*appsv1.Deployment)
+	h.create(t, d)
+	s := h.waitSecret(t, ns, "roll-meshca-tls", nil)
+	serial := s.Annotations[meta.AnnotationSerial]
+	if got, want := s.Annotations[meta.AnnotationIssuedBundle], bundleDigest(s.Data["ca.crt"]); got != want {
+		t.Fatalf("%s = %q, want the digest of ca.crt %q", meta.AnnotationIssuedBundle, got, want)
+	}
+	h.work.ResyncAll(ctx)
+	h.waitEvent(t, ns, "roll", EventIssued)
+
+	// A new root joins the bundle, as when the next CA is published.
+	bundle := append(append([]byte{}, h.trust.PEM()...), testpki.New(t).RootPEM...)
+	if err := h.trust.Set(bundle); err != nil {
+		t.Fatal(err)
+	}
+	h.work.ResyncAll(ctx)
+	want := serial + "." + bundleDigest(bundle)
+	eventually(t, 30*time.Second, "the pod template stamped with the new bundle", func() bool {
+		if err := env.Client.Get(ctx, keyOf(d), d); err != nil {
+			return false
+		}
+		return d.Spec.Template.Annotations[meta.AnnotationCertRevision] == want
+	})
+	h.waitEvent(t, ns, "roll", EventRestarted)
+	s = h.waitSecret(t, ns, "roll-meshca-tls", nil)
+	if s.Annotations[meta.AnnotationSerial] != serial {
+		t.Errorf("the certificate was reissued (%s -> %s): only the bundle changed", serial, s.Annotations[meta.AnnotationSerial])
+	}
+	gen := d.Generation
+	h.work.ResyncAll(ctx)
+	h.work.ResyncAll(ctx)
+	time.Sleep(time.Second)
+	if err := env.Client.Get(ctx, keyOf(d), d); err != nil {
+		t.Fatal(err)
+	}
+	if d.Generation != gen {
+		t.Errorf("the template was stamped again (generation %d -> %d) though nothing changed", gen, d.Generation)
+	}
+}
+
+func TestPodsStale(t *testing.T) {
+	t.Parallel()
+	kept := func(serial, reason, bundle, issued string) keptCert {
+		return keptCert{Serial: serial, Reason: reason, Bundle: bundle, IssuedBundle: issued}
+	}
+	for name, tc := range map[string]struct {
+		stamped string
+		kept    keptCert
+		stale   bool
+	}{
+		"first issue":                          {"", kept("A1", "Missing", "b1", "b1"), false},
+		"first issue, bundle moved":            {"", kept("A1", "Missing", "b2", "b1"), true},
+		"first issue before issued-bundle":     {"", kept("A1", "Missing", "b2", ""), false},
+		"renewed, never stamped":               {"", kept("A2", "NearExpiry", "b1", "b1"), true},
+		"stamped, same":                        {"A2.b1", kept("A2", "NearExpiry", "b1", "b1"), false},
+		"stamped, bundle moved":                {"A2.b1", kept("A2", "NearExpiry", "b2", "b1"), true},
+		"stamped, renewed":                     {"A2.b1", kept("A3", "NearExpiry", "b1", "b1"), true},
+		"old serial-only stamp, same serial":   {"A2", kept("A2", "NearExpiry", "b1", ""), false},
+		"old stamp, same serial, bundle moved": {"A2", kept("A2", "NearExpiry", "b2", "b1"), true},
+		"old stamp, renewed":                   {"A2", kept("A3", "NearExpiry", "b1", "b1"), true},
+		"nothing in the Secret":                {"", keptCert{}, false},
+		"serial prefix of another is no match": {"A2.b1", kept("A", "NearExpiry", "2.b1", ""), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			rev, why, stale := podsStale(tc.stamped, tc.kept)
+			if stale != tc.stale {
+				t.Errorf("podsStale(%q, %+v) = %q, %q, %v; want stale %v", tc.stamped, tc.kept, rev, why, stale, tc.stale)
+			}
+			if stale && rev != tc.kept.Serial+"."+tc.kept.Bundle {
+				t.Errorf("revision %q", rev)
+			}
+		})
+	}
 }

@@ -40,6 +40,11 @@ const (
 	AnnotationSource   = "meshca.io/source"
 	AnnotationReason   = "meshca.io/reason"
 	AnnotationDNSSANs  = "meshca.io/dns-sans"
+	// AnnotationIssuedBundle is the digest (BundleDigest) of the trust
+	// bundle in ca.crt when the certificate was issued: restart-on-rotate
+	// compares it with ca.crt now to tell that pods started with an older
+	// bundle.
+	AnnotationIssuedBundle = "meshca.io/issued-bundle"
 )
 
 // AnnotationRenewRequested, set on a managed Secret (by meshca renew, or by
