@@ -137,4 +137,13 @@ grep -q '"name": "meshca-trust-bundle"' "$work/web.json" && ((mounts > 0)) || {
 	exit 1
 }
 echo "OK: the API server called the webhook through Service $ns/meshca:443; the dry-run Deployment got the meshca-trust-bundle volume mounted at /var/run/meshca/trust (${webhook_ms} ms)"
+restarts=$(kubectl -n "$ns" get pods -l app.kubernetes.io/name=meshca -o jsonpath='{.items[*].status.containerStatuses[0].restartCount}')
+[[ $restarts == "0 0" ]] || { echo "FAIL: meshca containers restarted: $restarts"; exit 1; }
+# Not a failure yet: what the replicas complained about is the report's
+# material for the next steps.
+for p in $pods; do
+	kubectl -n "$ns" logs "$p" >"$work/$p.log" 2>&1 || true
+	echo "== $p: $(wc -l <"$work/$p.log") log lines, $(grep -ciE '"level":"(warn|error)"|level=(warn|error)' "$work/$p.log" || true) warnings or errors"
+	grep -iE '"level":"(warn|error)"|level=(warn|error)' "$work/$p.log" | head -5 || true
+done
 result=0
