@@ -19,7 +19,7 @@ FUZZTIME           ?= 20s
 export KUBEBUILDER_ASSETS := $(KUBE_BIN)
 export KUBEBUILDER_CONTROLPLANE_START_TIMEOUT ?= 90s
 
-.PHONY: build test unit lint kube node node-smoke run bench bench-long fuzz image clean help
+.PHONY: build test unit lint kube node node-smoke node-helm run bench bench-long fuzz image clean help
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ node: kube ## Build kubelet, controller-manager, scheduler, kube-proxy into the 
 
 node-smoke: node ## Start the single-node cluster, run a Pod with a Secret volume to Ready, tear down, check the machine is as found (root; not in make test yet).
 	@hack/node/smoke.sh
+
+node-helm: node ## Start the node, helm install charts/meshca with a locally built image, check replicas, Lease, caBundle and webhook, tear down (root; not in make test).
+	@hack/node/helm.sh
 
 lint: ## go vet, gofmt and staticcheck (checks named in staticcheck.conf), with and without -tags stepca.
 	@echo ">> go vet"; go vet ./...

@@ -73,3 +73,18 @@ running() {
 
 # ms: milliseconds since the epoch, for the timings.
 ms() { date +%s%3N; }
+
+# machine_state: what the node changes outside $NODE_DIR, one line each;
+# smoke.sh and helm.sh compare it before up.sh and after down.sh.
+machine_state() {
+	echo "ip link: $(ip -o link | awk -F': ' '{ printf "%s ", $2 }')"
+	echo "iptables-save | wc -l: $(iptables-save | wc -l)"
+	echo "ip6tables-save | wc -l: $(ip6tables-save | wc -l)"
+	echo "nft list tables: $(nft list tables | tr '\n' ' ')"
+	echo "mount | grep -c kubelet: $(mount | grep -c kubelet || true)"
+	echo "mounts under $NODE_DIR: $(awk -v d="$NODE_DIR/" 'index($5, d) == 1' /proc/self/mountinfo | wc -l)"
+	echo "kubepods cgroups: $(ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null | wc -l)"
+	echo "paths outside the node's folder: $(ls -d "${OUTSIDE_PATHS[@]}" 2>/dev/null | tr '\n' ' ')"
+	local s
+	for s in "${SYSCTLS[@]}"; do echo "sysctl $s = $(sysctl -n "$s" 2>/dev/null)"; done
+}

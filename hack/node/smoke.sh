@@ -18,19 +18,6 @@ hack/build-node.sh >/dev/null
 work=$(mktemp -d)
 d=$NODE_DIR
 
-machine_state() {
-	echo "ip link: $(ip -o link | awk -F': ' '{ printf "%s ", $2 }')"
-	echo "iptables-save | wc -l: $(iptables-save | wc -l)"
-	echo "ip6tables-save | wc -l: $(ip6tables-save | wc -l)"
-	echo "nft list tables: $(nft list tables | tr '\n' ' ')"
-	echo "mount | grep -c kubelet: $(mount | grep -c kubelet || true)"
-	echo "mounts under $d: $(awk -v d="$d/" 'index($5, d) == 1' /proc/self/mountinfo | wc -l)"
-	echo "kubepods cgroups: $(ls -d /sys/fs/cgroup/*/kubepods 2>/dev/null | wc -l)"
-	echo "paths outside the node's folder: $(ls -d "${OUTSIDE_PATHS[@]}" 2>/dev/null | tr '\n' ' ')"
-	local s
-	for s in "${SYSCTLS[@]}"; do echo "sysctl $s = $(sysctl -n "$s" 2>/dev/null)"; done
-}
-
 CGO_ENABLED=0 go build -trimpath -o "$work/hello" ./hack/node/hello
 go run ./hack/node/mkimage -name localhost/hello:smoke -bin "$work/hello" -o "$work/hello.tar"
 machine_state >"$work/before"
