@@ -162,12 +162,12 @@ func TestServeNeverRestartsProtectedNamespaces(t *testing.T) {
 	for _, dep := range deps {
 		serials[dep] = waitNewSerial(t, env, dep.Namespace, dep.Name+"-meshca-tls", serials[dep])
 	}
-	// The control is stamped with its renewed serial: meshca does patch
-	// where it may.
+	// The control is stamped with its renewed serial (meshca.io/cert-revision
+	// is <serial>.<bundle digest>): meshca does patch where it may.
 	daemontest.Eventually(t, 30*time.Second, "the control's pod template stamped", func(ctx context.Context) (bool, error) {
 		got := &appsv1.Deployment{}
 		err := env.Client.Get(ctx, client.ObjectKeyFromObject(control), got)
-		return err == nil && got.Spec.Template.Annotations["meshca.io/cert-revision"] == serials[control], err
+		return err == nil && strings.HasPrefix(got.Spec.Template.Annotations["meshca.io/cert-revision"], serials[control]+"."), err
 	})
 	for i, c := range cases {
 		assertNotStamped(t, env, c.ns, c.name)
