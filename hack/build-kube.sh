@@ -37,12 +37,7 @@ started=$SECONDS
 log "building the local control plane from source into $bin"
 log "first time on this machine only: about 10-15 minutes on 2 cores (later runs reuse it)"
 
-major=${KUBE_VERSION#v}; major=${major%%.*}
-minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
-
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
- -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor \
- -X k8s.io/component-base/version.gitTreeState=clean"
+ldflags=$(kube_ldflags "$KUBE_VERSION")
 
 build() { # module-dir output package
 	local dir=$1 out=$2 pkg=$3 name

@@ -63,12 +63,7 @@ started=$SECONDS
 log "building ${cmds[*]} $KUBE_VERSION from source into $bin"
 log "first time on this machine only: about 10-20 minutes on 2 cores after the control plane (later runs reuse it)"
 
-major=${KUBE_VERSION#v}; major=${major%%.*}
-minor=${KUBE_VERSION#v*.}; minor=${minor%%.*}
-# Keep these flags identical to build-kube.sh's: the build cache is shared.
-ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION \
- -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor \
- -X k8s.io/component-base/version.gitTreeState=clean"
+ldflags=$(kube_ldflags "$KUBE_VERSION")
 
 pkgs=()
 for c in "${cmds[@]}"; do pkgs+=("k8s.io/kubernetes/cmd/$c"); done

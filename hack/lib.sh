@@ -1,4 +1,4 @@
-# Shared by the scripts that build into the tool cache (build-kube.sh,
+# Shared by the scripts that build into the tool cache (build-kube.sh, build-node.sh,
 # build-certmanager.sh, go-tool.sh). Source it; it defines functions only.
 #
 # Every build follows one discipline: skip when a finished result is there;
@@ -34,4 +34,16 @@ cache_begin() {
 progress() {
 	awk -v what="$1" '{ n++; if (n % 100 == 0) { printf "   %s: %d packages compiled\n", what, n > "/dev/stderr"; fflush("/dev/stderr") } }
 		/^(#|go: |.*:[0-9]+:[0-9]+: )/ { print > "/dev/stderr" }'
+}
+
+# kube_ldflags VERSION: the -ldflags of every Kubernetes binary built into
+# the tool cache (build-kube.sh, build-node.sh). One definition, because the
+# build cache is shared only while the flags are identical: a difference
+# recompiles k8s.io/kubernetes (minutes), and the binaries report VERSION
+# instead of v0.0.0.
+kube_ldflags() {
+	local v=$1 major minor
+	major=${v#v}; major=${major%%.*}
+	minor=${v#v*.}; minor=${minor%%.*}
+	echo "-s -w -X k8s.io/component-base/version.gitVersion=$v -X k8s.io/component-base/version.gitMajor=$major -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
 }
