@@ -9,6 +9,7 @@ import (
 	"io"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/kubernetes"
 
@@ -103,11 +104,17 @@ func (c *Config) defaults() {
 	}
 }
 
-// run is the state one Run shares between checks: the CA is read once.
+// run is the state one Run shares between checks: the CA and the selected
+// namespaces are read once.
 type run struct {
 	cfg   Config
 	state *ca.State
 	caErr error
+	// namespaces are those --namespace-selector selects, listed by the
+	// first check that needs them (selected).
+	namespaces    []corev1.Namespace
+	namespacesErr error
+	listed        bool
 }
 
 // checks run in this order; later ones use the CA the "ca" check read.

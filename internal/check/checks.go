@@ -28,6 +28,20 @@ const TLSContextGroupVersion = "getambassador.io/v3alpha1"
 // leaseName is the leader election Lease in meshca's namespace.
 const leaseName = "meshca"
 
+// selected lists the namespaces the selector selects, once per run.
+func (r *run) selected(ctx context.Context) ([]corev1.Namespace, error) {
+	if !r.listed {
+		r.listed = true
+		list, err := r.cfg.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: r.cfg.Namespaces.String()})
+		if err != nil {
+			r.namespacesErr = fmt.Errorf("list namespaces: %w", err)
+		} else {
+			r.namespaces = list.Items
+		}
+	}
+	return r.namespaces, r.namespacesErr
+}
+
 func checkCRD(_ context.Context, r *run) (Status, string) {
 	list, err := r.cfg.Client.Discovery().ServerResourcesForGroupVersion(TLSContextGroupVersion)
 	if apierrors.IsNotFound(err) {
@@ -207,9 +221,9 @@ func checkBundles(ctx context.Context, r *run) (Status, string) {
 	if r.caErr != nil {
 		return Skipped, "trust bundles cannot be compared without the CA"
 	}
-	nss, err := r.cfg.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: r.cfg.Namespaces.String()})
+	nss, err := r.selected(ctx)
 	if err != nil {
-		return Fail, fmt.Sprintf("list namespaces: %v", err)
+		return Fail, err.Error()
 	}
 	cms, err := r.cfg.Client.CoreV1().ConfigMaps("").List(ctx, metav1.ListOptions{
 		FieldSelector: fields.OneTermEqualSelector("metadata.name", meta.TrustBundleConfigMap).String()})
@@ -223,7 +237,7 @@ func checkBundles(ctx context.Context, r *run) (Status, string) {
 	want := setOf(r.state.Roots())
 	var bad []string
 	checked := 0
-	for _, ns := range nss.Items {
+	for _, ns := range nss {
 		if ns.Status.Phase == corev1.NamespaceTerminating {
 			continue
 		}
@@ -248,12 +262,12 @@ func checkBundles(ctx context.Context, r *run) (Status, string) {
 }
 
 func checkSecrets(ctx context.Context, r *run) (Status, string) {
-	nss, err := r.cfg.Client.CoreV1().Namespaces().List(ctx, metav1.ListOptions{LabelSelector: r.cfg.Namespaces.String()})
+	nss, err := r.selected(ctx)
 	if err != nil {
-		return Fail, fmt.Sprintf("list namespaces: %v", err)
+		return Fail, err.Error()
 	}
 	selected := map[string]bool{}
-	for _, ns := range nss.Items {
+	for _, ns := range nss {
 		selected[ns.Name] = true
 	}
 	list, err := r.cfg.Client.CoreV1().Secrets("").List(ctx, metav1.ListOptions{LabelSelector: meta.LabelManagedBy + "=" + meta.ManagedByValue})
