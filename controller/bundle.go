@@ -22,6 +22,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/internal/meta"
 )
 
@@ -54,7 +55,7 @@ type BundleReconciler struct {
 	Client client.Client
 	// Reader reads the API server directly; nil means the manager's.
 	Reader   client.Reader
-	Trust    *Trust
+	Trust    *authority.Trust
 	Recorder EventRecorder
 	Metrics  *Metrics
 	Config   BundleConfig
@@ -123,7 +124,7 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 	}
 	// Nothing is written before the first bundle: on a new leader that is
 	// the CA Secret as its CA rotator reads it, not as it was at start.
-	trust, err := r.Trust.wait(ctx)
+	trust, err := r.Trust.Snapshot(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -146,7 +147,7 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 				Namespace: key.Namespace,
 				Labels:    map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
 			},
-			Data: map[string]string{bundleKey: string(trust.pem)},
+			Data: map[string]string{bundleKey: string(trust.PEM)},
 		}
 		if err := r.Client.Create(ctx, cm); err != nil {
 			// AlreadyExists: someone created it since we looked; the retry
@@ -156,11 +157,11 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 		r.Metrics.BundleWrites.WithLabelValues("create").Inc()
 		return reconcile.Result{}, nil
 	}
-	if len(cm.Data) == 1 && len(cm.BinaryData) == 0 && bytes.Equal([]byte(cm.Data[bundleKey]), trust.pem) {
+	if len(cm.Data) == 1 && len(cm.BinaryData) == 0 && bytes.Equal([]byte(cm.Data[bundleKey]), trust.PEM) {
 		return reconcile.Result{}, nil
 	}
 	cm = cm.DeepCopy()
-	cm.Data = map[string]string{bundleKey: string(trust.pem)}
+	cm.Data = map[string]string{bundleKey: string(trust.PEM)}
 	cm.BinaryData = nil
 	// Update carries the resourceVersion we read: a concurrent edit fails
 	// with a conflict and the retry starts from fresh data.

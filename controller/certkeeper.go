@@ -18,6 +18,7 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/issuer"
@@ -102,7 +103,7 @@ type keptCert struct {
 // keep brings the Secret of w to a current certificate. Refusals (foreign
 // Secret, policy, conflict) are Warning Events and a nil error; only
 // failures worth a retry return an error.
-func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot) (kept keptCert, err error) {
+func (k *certKeeper) keep(ctx context.Context, w certWish, trust *authority.Snapshot) (kept keptCert, err error) {
 	// On a second look the certificate signed on the first is dropped.
 	err = againIfExists(func() (err error) {
 		kept, err = k.keepOnce(ctx, w, trust)
@@ -111,7 +112,7 @@ func (k *certKeeper) keep(ctx context.Context, w certWish, trust *trustSnapshot)
 	return kept, err
 }
 
-func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnapshot) (keptCert, error) {
+func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.Snapshot) (keptCert, error) {
 	existing, err := k.secrets.observe(ctx, w.Ref)
 	if k.refused(w.Source, err) {
 		return keptCert{}, nil
@@ -128,7 +129,7 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 	}
 	wanted := rotator.Wanted{DNSNames: w.DNSNames, URIs: []string{w.SPIFFEID}, KeyAlgorithm: w.KeyAlgorithm}
 	decision := rotator.Evaluate(rotator.Input{
-		Now: k.clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.pool, Policy: policy, RenewRequested: renew,
+		Now: k.clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.Pool, Policy: policy, RenewRequested: renew,
 	}, rotator.DefaultChecks)
 
 	holder := w.SourceKey
@@ -176,8 +177,8 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
 	// ca.crt always comes from Trust, the one source of the bundle: the
 	// issuer's CAPEM may run ahead of or behind it during a CA change.
-	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, trust.pem, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
-	bundle := bundleDigest(trust.pem)
+	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, trust.PEM, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
+	bundle := bundleDigest(trust.PEM)
 	d.annotations[meta.AnnotationIssuedBundle] = bundle
 	if _, err := k.secrets.apply(ctx, existing, d); err != nil {
 		if !errors.Is(err, errExists) && !ending(ctx, err) {
@@ -200,9 +201,9 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *trustSnaps
 // refresh keeps a good certificate's Secret current: ca.crt follows the
 // trust bundle and the bookkeeping annotations stay right; holder is the
 // meshca.io/source the claim decided on.
-func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.Secret, leaf *x509.Certificate, renewAt time.Time, trust *trustSnapshot, holder string) (keptCert, error) {
+func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.Secret, leaf *x509.Certificate, renewAt time.Time, trust *authority.Snapshot, holder string) (keptCert, error) {
 	reason := existing.Annotations[meta.AnnotationReason]
-	d := tlsSecret(w, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.pem,
+	d := tlsSecret(w, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.PEM,
 		leaf, existing.Annotations[meta.AnnotationIssuer], reason, renewAt)
 	d.annotations[meta.AnnotationSource] = holder
 	issuedBundle := existing.Annotations[meta.AnnotationIssuedBundle]
@@ -218,11 +219,11 @@ func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.S
 	if err != nil {
 		return keptCert{}, err
 	}
-	if wrote && string(existing.Data[corev1.ServiceAccountRootCAKey]) != string(trust.pem) {
+	if wrote && string(existing.Data[corev1.ServiceAccountRootCAKey]) != string(trust.PEM) {
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "Secret %s: ca.crt follows the new trust bundle", w.Ref)
 	}
 	k.metrics.setExpiry(w.SourceKey, w.Ref, leaf, renewAt)
-	return keptCert{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason, Bundle: bundleDigest(trust.pem), IssuedBundle: issuedBundle}, nil
+	return keptCert{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason, Bundle: bundleDigest(trust.PEM), IssuedBundle: issuedBundle}, nil
 }
 
 // createdFor reports evidence that meshca created the Secret s for the

@@ -138,7 +138,7 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 			return h.rec.claim(ctx, src, s, useCertificate, satisfied, createdFor)
 		},
 	}
-	trust, err := h.trust.wait(ctx)
+	trust, err := h.trust.Snapshot(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

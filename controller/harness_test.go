@@ -24,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
@@ -40,7 +41,7 @@ type harness struct {
 	rec     *TLSContextReconciler // nil with skipTLSContext
 	work    *WorkloadReconciler   // set with workloads
 	bundle  *BundleReconciler     // set with bundle
-	trust   *Trust
+	trust   *authority.Trust
 	state   *ca.State
 	issuer  *issuer.Local
 	metrics *Metrics
@@ -110,7 +111,7 @@ func startHarness(t *testing.T, o harnessOptions) *harness {
 	if err != nil {
 		t.Fatalf("new issuer: %v", err)
 	}
-	trust := &Trust{}
+	trust := &authority.Trust{}
 	if err := trust.Set(state.Bundle()); err != nil {
 		t.Fatal(err)
 	}

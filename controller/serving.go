@@ -11,6 +11,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/issuer"
 	"github.com/meshca/meshca/rotator"
@@ -21,10 +22,13 @@ import (
 // on schedule. Every replica's webhook server reloads it from that Secret.
 // It runs on the leader.
 type ServingCertificate struct {
-	// Client reads and writes the Secret directly (meshca's RBAC names it).
+	// Client writes the Secret; Reader reads it, directly from the API
+	// server (meshca's namespace may be outside the cache). A nil Reader
+	// means Client.
 	Client client.Client
+	Reader client.Reader
 	Issuer Issuer
-	Trust  *Trust
+	Trust  *authority.Trust
 	// Namespace and Name of the Secret.
 	Namespace, Name string
 	// Names are DNS names or IP addresses of the webhook.
@@ -80,11 +84,15 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	}
 	// Nothing is written before the first bundle: on a new leader that is
 	// the CA Secret as its CA rotator reads it, not as it was at start.
-	trust, err := s.Trust.wait(ctx)
+	trust, err := s.Trust.Snapshot(ctx)
 	if err != nil {
 		return 0, err
 	}
-	w := &secretWriter{client: s.Client, reader: s.Client, metrics: NewMetrics(nil)}
+	reader := s.Reader
+	if reader == nil {
+		reader = s.Client
+	}
+	w := &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: NewMetrics(nil)}
 	ref := secretRef{s.Namespace, s.Name}
 	existing, err := w.get(ctx, ref)
 	if err != nil {
@@ -96,7 +104,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	}
 	now := s.Clock.Now()
 	d := rotator.Evaluate(rotator.Input{Now: now, Observed: observed, Wanted: rotator.Wanted{DNSNames: dns, IPAddresses: ips},
-		Roots: trust.pool}, rotator.DefaultChecks)
+		Roots: trust.Pool}, rotator.DefaultChecks)
 	if !d.Needed {
 		return d.RenewAt.Sub(now), nil
 	}
@@ -107,7 +115,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, rotator.Policy{}, b.Leaf.SerialNumber.Bytes())
 	want := desiredSecret{
 		ref: ref, typ: corev1.SecretTypeTLS,
-		data: map[string][]byte{corev1.TLSCertKey: b.CertificatePEM, corev1.TLSPrivateKeyKey: b.PrivateKeyPEM, corev1.ServiceAccountRootCAKey: trust.pem},
+		data: map[string][]byte{corev1.TLSCertKey: b.CertificatePEM, corev1.TLSPrivateKeyKey: b.PrivateKeyPEM, corev1.ServiceAccountRootCAKey: trust.PEM},
 		annotations: map[string]string{
 			meta.AnnotationSerial:   serialHex(b.Leaf),
 			meta.AnnotationNotAfter: b.Leaf.NotAfter.UTC().Format(time.RFC3339),
@@ -122,4 +130,16 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	}
 	log.FromContext(ctx).Info("webhook serving certificate issued", "secret", ref.String(), "reason", d.Reason, "notAfter", b.Leaf.NotAfter)
 	return renewAt.Sub(now), nil
+}
+
+// readThrough is a client whose reads go to reader: the serving
+// certificate's Secret is always read from the API server, never from a
+// cache that may not hold meshca's namespace.
+type readThrough struct {
+	client.Client
+	reader client.Reader
+}
+
+func (r readThrough) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	return r.reader.Get(ctx, key, obj, opts...)
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/issuer"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -80,7 +81,7 @@ func TestIssuanceCutShortByShutdownIsNoFailure(t *testing.T) {
 			_, err := k.keep(ctx, certWish{
 				Source: src, SourceKey: "ConfigMap/shop/src", Ref: secretRef{Namespace: "shop", Name: "tls"},
 				Profile: issuer.ProfileGateway, SPIFFEID: "spiffe://cluster.local/ns/shop/sa/gw", DNSNames: []string{"gw.shop.svc"},
-			}, &trustSnapshot{pool: x509.NewCertPool()})
+			}, &authority.Snapshot{Pool: x509.NewCertPool()})
 			if err == nil {
 				t.Fatal("keep succeeded; want the issuer's error")
 			}

@@ -28,6 +28,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/issuer"
@@ -111,7 +112,7 @@ type TLSContextReconciler struct {
 	Client   client.Client
 	Reader   client.Reader
 	Issuer   Issuer
-	Trust    *Trust
+	Trust    *authority.Trust
 	Recorder EventRecorder
 	Metrics  *Metrics
 	// Limiter caps issuance; nil means unlimited.
@@ -287,7 +288,7 @@ func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	}
 	// Nothing is written before the first bundle: on a new leader that is
 	// the CA Secret as its CA rotator reads it, not as it was at start.
-	trust, err := r.Trust.wait(ctx)
+	trust, err := r.Trust.Snapshot(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
@@ -388,7 +389,7 @@ func (r *TLSContextReconciler) spiffeID(ns, sa string) string {
 
 // reconcileGateway keeps the gateway certificate Secret current and returns
 // how long until it next needs a look.
-func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstructured.Unstructured, w *gatewayWish, trust *trustSnapshot) (time.Duration, error) {
+func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstructured.Unstructured, w *gatewayWish, trust *authority.Snapshot) (time.Duration, error) {
 	ref := *w.Secret
 	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
 		return 0, err

@@ -11,19 +11,20 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/event"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/internal/meta"
 )
 
 // reconcileCASecret keeps an Opaque Secret whose tls.crt and ca.crt hold the
 // trust bundle (tls.crt is the key Emissary reads for a CA secret).
-func (r *TLSContextReconciler) reconcileCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *trustSnapshot) error {
+func (r *TLSContextReconciler) reconcileCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *authority.Snapshot) error {
 	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
 		return err
 	}
 	return againIfExists(func() error { return r.keepCASecret(ctx, src, ref, trust) })
 }
 
-func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *trustSnapshot) error {
+func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *authority.Snapshot) error {
 	existing, err := r.secrets.observe(ctx, ref)
 	if r.keeper.refused(src, err) {
 		return nil
@@ -38,7 +39,7 @@ func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructur
 		// except that sources naming it as a CA Secret share it (they all
 		// want the same bundle) and the first holder stays recorded.
 		satisfied := existing.Type == corev1.SecretTypeOpaque &&
-			bytes.Equal(existing.Data[corev1.TLSCertKey], trust.pem) && bytes.Equal(existing.Data[corev1.ServiceAccountRootCAKey], trust.pem)
+			bytes.Equal(existing.Data[corev1.TLSCertKey], trust.PEM) && bytes.Equal(existing.Data[corev1.ServiceAccountRootCAKey], trust.PEM)
 		v, err := r.claim(ctx, src, existing, useBundle, satisfied, r.secrets.createdFor(existing, holder))
 		if err != nil {
 			return err
@@ -53,8 +54,8 @@ func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructur
 		ref: ref,
 		typ: corev1.SecretTypeOpaque,
 		data: map[string][]byte{
-			corev1.TLSCertKey:              trust.pem,
-			corev1.ServiceAccountRootCAKey: trust.pem,
+			corev1.TLSCertKey:              trust.PEM,
+			corev1.ServiceAccountRootCAKey: trust.PEM,
 		},
 		annotations: map[string]string{meta.AnnotationSource: holder},
 	}
@@ -64,7 +65,7 @@ func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructur
 	}
 	if wrote {
 		verb := "written"
-		if existing != nil && !bytes.Equal(existing.Data[corev1.TLSCertKey], trust.pem) {
+		if existing != nil && !bytes.Equal(existing.Data[corev1.TLSCertKey], trust.PEM) {
 			verb = "updated to the new trust bundle"
 		}
 		r.Recorder.Eventf(src, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "CA Secret %s %s", ref, verb)

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/testpki"
 	"github.com/meshca/meshca/rotator"
@@ -32,7 +33,7 @@ func TestTrustExtra(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			tr := &Trust{Extra: tc.extra}
+			tr := &authority.Trust{Extra: tc.extra}
 			if err := tr.Set(tc.set); err != nil {
 				t.Fatal(err)
 			}
@@ -48,7 +49,7 @@ func TestTrustExtra(t *testing.T) {
 					t.Errorf("root %d is %s, want %s", i, got[i].Subject, tc.want[i].Subject)
 				}
 			}
-			snap, err := tr.wait(context.Background())
+			snap, err := tr.Snapshot(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,7 +59,7 @@ func TestTrustExtra(t *testing.T) {
 					Now:      time.Now(),
 					Observed: rotator.Observe(true, leaf.CertPEM, leaf.KeyPEM),
 					Wanted:   rotator.Wanted{DNSNames: []string{"a.ns.svc"}},
-					Roots:    snap.pool,
+					Roots:    snap.Pool,
 				}
 				_, _, needed := rotator.IssuerNotTrusted(in)
 				trusted := p == meshca || len(tc.extra) > 0
@@ -70,7 +71,7 @@ func TestTrustExtra(t *testing.T) {
 	}
 	t.Run("extra alone is no bundle", func(t *testing.T) {
 		t.Parallel()
-		tr := &Trust{Extra: []*x509.Certificate{other.Root}}
+		tr := &authority.Trust{Extra: []*x509.Certificate{other.Root}}
 		if err := tr.Set(nil); err == nil {
 			t.Fatal("Set(nil) with Extra succeeded")
 		}

@@ -26,6 +26,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/issuer"
@@ -72,7 +73,7 @@ type WorkloadReconciler struct {
 	Client   client.Client
 	Reader   client.Reader
 	Issuer   Issuer
-	Trust    *Trust
+	Trust    *authority.Trust
 	Recorder EventRecorder
 	Metrics  *Metrics
 	// Limiter caps issuance; nil means unlimited. Share it with the
@@ -298,7 +299,7 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 	}
 	// Nothing is written before the first bundle: on a new leader that is
 	// the CA Secret as its CA rotator reads it, not as it was at start.
-	trust, err := r.Trust.wait(ctx)
+	trust, err := r.Trust.Snapshot(ctx)
 	if err != nil {
 		return reconcile.Result{}, err
 	}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"log/slog"
-	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -11,18 +10,19 @@ import (
 	"github.com/meshca/meshca/ca"
 )
 
-// caFollower keeps the CA state that the CA metrics read (live) at what the
+// caFollower keeps the CA state that the CA metrics read (the Authority's) at what the
 // CA Secret holds, on a replica that does not hold the Lease: there no CA
 // rotator runs, and without it meshca_ca_not_after_timestamp_seconds would
 // show the CA as it was when the replica started. It reads the Secret as
 // often as the leader's CA rotator does and stops once this replica is
-// elected, when the rotator takes live over. It needs only get on the CA
+// elected, when the rotator takes the state over. It needs only get on the CA
 // Secret, which every replica has already.
 type caFollower struct {
 	store interface {
 		Load(ctx context.Context) (*ca.State, error)
 	}
-	live *atomic.Pointer[ca.State]
+	// observe records each state read (Authority.Observe).
+	observe func(*ca.State)
 	// elected is closed when this replica becomes the leader.
 	elected <-chan struct{}
 	// interval is the time between two reads.
@@ -52,10 +52,10 @@ func (f *caFollower) Start(ctx context.Context) error {
 		}
 		select {
 		case <-f.elected:
-			// The rotator owns live now, and may have stored a newer state.
+			// The rotator owns the state now, and may have applied a newer one.
 			return nil
 		default:
-			f.live.Store(st)
+			f.observe(st)
 		}
 	}
 }

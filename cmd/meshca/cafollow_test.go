@@ -50,7 +50,7 @@ func TestCAFollower(t *testing.T) {
 	live.Store(states[0])
 	clk := clocktesting.NewFakeClock(time.Now())
 	elected := make(chan struct{})
-	f := &caFollower{store: store, live: live, elected: elected, interval: 10 * time.Second, clock: clk, log: slog.New(slog.DiscardHandler)}
+	f := &caFollower{store: store, observe: live.Store, elected: elected, interval: 10 * time.Second, clock: clk, log: slog.New(slog.DiscardHandler)}
 	done := make(chan error)
 	go func() { done <- f.Start(t.Context()) }()
 

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -16,10 +15,10 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
+	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/controller"
 	"github.com/meshca/meshca/issuer"
@@ -28,13 +27,16 @@ import (
 )
 
 // setupControllers loads (or, on a first start, creates) the CA and adds
-// the controllers and the audit sweep to mgr. The controllers and the sweep
-// run only on the leader.
+// the controllers and the audit sweep to mgr, wired to one Authority that
+// owns the CA in force and the trust bundles it implies. The controllers,
+// the sweep and the CA rotator run only on the leader.
 func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, log *slog.Logger) error {
 	alg, err := ca.ParseKeyAlgorithm(o.keyAlgorithm)
 	if err != nil {
 		return fmt.Errorf("--key-algorithm: %w", err)
 	}
+	// The one typed client of the daemon: the CA store, Events on the CA
+	// Secret, the webhook's certificate loader and caBundle syncer.
 	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
 	if err != nil {
 		return err
@@ -51,17 +53,16 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	current := state.Get(ca.SlotCurrent)
 	log.Info("CA loaded", "secret", store.String(), "issuer", current.Fingerprint(),
 		"notAfter", current.Intermediate.NotAfter)
-	// live is the CA state now in force, which the CA metrics show: the
-	// CA rotator replaces it on the leader, a caFollower re-reads the CA
-	// Secret into it on the other replicas.
-	live := &atomic.Pointer[ca.State]{}
-	live.Store(state)
+	// The state loaded here is what the CA metrics show until the leader's
+	// CA rotator applies the state it reads, or, on the other replicas, a
+	// caFollower observes the CA Secret again.
+	auth := authority.New(state)
 	caPolicy := rotator.CAPolicy{MaxLeafLifetime: o.leafDuration}
-	if err := ctrlmetrics.Registry.Register(newCACollector(live.Load, caPolicy)); err != nil {
+	if err := ctrlmetrics.Registry.Register(newCACollector(auth.State, caPolicy)); err != nil {
 		return fmt.Errorf("register CA metrics: %w", err)
 	}
 	follower := &caFollower{
-		store: store, live: live, elected: mgr.Elected(),
+		store: store, observe: auth.Observe, elected: mgr.Elected(),
 		interval: rotator.DefaultCAPollInterval, clock: clock.RealClock{},
 		log: log.With("component", "ca-follower"),
 	}
@@ -69,12 +70,6 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		return err
 	}
 
-	selector := labels.Nothing()
-	if o.tlsContextSelector != "" {
-		if selector, err = labels.Parse(o.tlsContextSelector); err != nil {
-			return fmt.Errorf("--tlscontext-selector: %w", err)
-		}
-	}
 	backend, err := newCertBackend(o, state, issuer.Policy{
 		TrustDomain:        o.trustDomain,
 		ClusterDomain:      o.clusterDomain,
@@ -86,74 +81,34 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err != nil {
 		return err
 	}
-	iss := backend.issuer
-	// The bundle is set by the CA rotator when it has read the CA Secret,
-	// on the leader only: the state loaded above may be long out of date
-	// when a standby becomes leader, and every writer of Secrets, bundles
-	// and the caBundle waits for the bundle. It holds the backend's roots
-	// (step-ca's) after the CA's, so certificates of either backend stay
-	// trusted and are not reissued for a root the bundle lacks.
-	trust := &controller.Trust{Extra: backend.roots}
-	// The webhook's serving certificate is always signed by meshca's CA
-	// and the API server trusts it through the caBundle, which must not
-	// trust more than that CA: the webhook parts get a bundle without the
+	// The bundle every ca.crt and bundle ConfigMap holds: the CA's roots,
+	// then the backend's (step-ca's), so certificates of either backend
+	// stay trusted and are not reissued for a root the bundle lacks. The
+	// webhook's serving certificate is always signed by meshca's CA and
+	// the API server trusts it through the caBundle, which must not trust
+	// more than that CA: the webhook parts get a bundle without the
 	// backend's roots.
+	trust := &authority.Trust{Extra: backend.roots}
+	auth.Publish(trust)
 	webhookTrust := trust
 	if len(backend.roots) > 0 {
-		webhookTrust = &controller.Trust{}
+		webhookTrust = &authority.Trust{}
+		auth.Publish(webhookTrust)
 	}
-	setTrust := func(st *ca.State) error {
-		if err := trust.Set(st.Bundle()); err != nil {
-			return err
-		}
-		if webhookTrust != trust {
-			return webhookTrust.Set(st.Bundle())
-		}
-		return nil
-	}
-	burst := int(o.maxIssuanceRate)
-	if burst < 1 {
-		burst = 1
-	}
-	metrics := controller.NewMetrics(ctrlmetrics.Registry)
-	// One paced recorder for every controller, so --event-qps is the
-	// daemon's.
-	events, err := controller.NewPacedEvents(mgr.GetEventRecorder("meshca"), mgr.GetScheme(), ctrlmetrics.Registry,
-		controller.PacedEventsConfig{Rate: o.eventQPS})
+	auth.Subscribe(authority.Subscriber{Name: "certificate issuer", Stage: authority.StageSign,
+		Apply: func(_ context.Context, st *ca.State) error { return backend.setCA(st) }})
+
+	events, err := setupEvents(mgr, o)
 	if err != nil {
 		return err
 	}
-	if err := mgr.Add(manager.RunnableFunc(events.Start)); err != nil {
-		return err
-	}
-	// meshca's own Secrets: no TLSContext or workload may name them.
-	reserved := controller.ReservedSecrets{
-		{Namespace: o.namespace, Name: ca.DefaultSecretName},
-		{Namespace: o.namespace, Name: o.webhookSecret},
-	}
-	tls := &controller.TLSContextReconciler{
-		Client:   mgr.GetClient(),
-		Issuer:   iss,
-		Trust:    trust,
-		Recorder: events,
-		Metrics:  metrics,
-		Limiter:  rate.NewLimiter(rate.Limit(o.maxIssuanceRate), burst),
-		Config: controller.TLSContextConfig{
-			TrustDomain:           o.trustDomain,
-			Selector:              selector,
-			GatewayServiceAccount: o.gatewayServiceAcct,
-			KeyAlgorithm:          alg,
-			Cleanup:               controller.SecretCleanup(o.secretCleanup),
-			AllowCrossNamespace:   o.allowCrossNamespace,
-			Namespaces:            o.watchNamespaces,
-			Reserved:              reserved,
+	resync, err := setupCertificates(ctx, mgr, o, certDeps{
+		issuer: backend.issuer, trust: trust, keyAlgorithm: alg, events: events,
+		// meshca's own Secrets: no TLSContext or workload may name them.
+		reserved: controller.ReservedSecrets{
+			{Namespace: o.namespace, Name: ca.DefaultSecretName},
+			{Namespace: o.namespace, Name: o.webhookSecret},
 		},
-	}
-	if err := tls.SetupWithManager(ctx, mgr); err != nil {
-		return fmt.Errorf("set up TLSContext controller: %w", err)
-	}
-	resync, err := setupWorkloadsAndBundle(ctx, mgr, o, workloadDeps{
-		issuer: iss, trust: trust, metrics: metrics, limiter: tls.Limiter, keyAlgorithm: alg, events: events, reserved: reserved,
 	})
 	if err != nil {
 		return err
@@ -162,7 +117,6 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		Schedule: o.auditSchedule,
 		Sweep: func(ctx context.Context) {
 			log.Info("audit sweep")
-			tls.ResyncAll(ctx)
 			resync(ctx)
 		},
 	})
@@ -172,13 +126,15 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err := mgr.Add(manager.RunnableFunc(audit.Start)); err != nil {
 		return err
 	}
-	hooks, err := setupWebhook(mgr, o, state, webhookTrust)
-	if err != nil {
+	if err := setupWebhook(mgr, o, cs, state, auth, webhookTrust); err != nil {
 		return err
 	}
-	// The CA rotator publishes, activates and prunes CAs in the CA Secret;
-	// each change reaches both issuers, the trust bundle, every ca.crt, the
-	// bundle ConfigMaps and the webhook's caBundle.
+	// Every certificate and bundle is looked at again after a change.
+	auth.Subscribe(authority.Subscriber{Name: "resync", Stage: authority.StageFollow,
+		Apply: func(ctx context.Context, _ *ca.State) error { resync(ctx); return nil }})
+
+	// The CA rotator publishes, activates and prunes CAs in the CA Secret,
+	// and hands every state it reads or writes to the Authority.
 	caRotator, err := rotator.NewCARotator(rotator.CARotatorConfig{
 		Store:        store,
 		Policy:       caPolicy,
@@ -188,46 +144,24 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		Inventory:          controller.LeafInventory{Reader: mgr.GetClient()},
 		OnExternalExpiring: externalCAWarning(cs, store, events),
 		Log:                log.With("component", "ca-rotator"),
-		OnChange: func(ctx context.Context, st *ca.State) error {
-			live.Store(st)
-			setSigners := func() error {
-				if err := backend.setCA(st); err != nil {
-					return err
-				}
-				return hooks.setCA(st)
-			}
-			if trust.PEM() == nil {
-				// The first state this leader reads. Nothing has been
-				// signed or written yet (every writer waits for the
-				// bundle), so the signers go first and the bundle lets
-				// the writers go.
-				if err := setSigners(); err != nil {
-					return err
-				}
-				if err := setTrust(st); err != nil {
-					return err
-				}
-			} else {
-				// The bundle first: a new CA is trusted before anything
-				// it signs can appear.
-				if err := setTrust(st); err != nil {
-					return err
-				}
-				if err := setSigners(); err != nil {
-					return err
-				}
-			}
-			hooks.bundleChanged()
-			tls.ResyncAll(ctx)
-			resync(ctx)
-			return nil
-		},
+		OnChange:           auth.Apply,
 	})
 	if err != nil {
 		return err
 	}
 	// A plain Runnable runs only on the leader.
 	return mgr.Add(manager.RunnableFunc(caRotator.Start))
+}
+
+// setupEvents returns the paced Event recorder every controller shares, so
+// --event-qps is the daemon's.
+func setupEvents(mgr ctrl.Manager, o *serveOptions) (*controller.PacedEvents, error) {
+	events, err := controller.NewPacedEvents(mgr.GetEventRecorder("meshca"), mgr.GetScheme(), ctrlmetrics.Registry,
+		controller.PacedEventsConfig{Rate: o.eventQPS})
+	if err != nil {
+		return nil, err
+	}
+	return events, mgr.Add(manager.RunnableFunc(events.Start))
 }
 
 // externalCAWarning records a Warning Event on the CA Secret, in meshca's
@@ -256,12 +190,6 @@ func externalCAWarning(cs kubernetes.Interface, store ca.SecretStore, events con
 // records.
 const reasonExternalCAExpiring = "ExternalCAExpiring"
 
-// webhookHooks let a CA change reach the webhook's parts.
-type webhookHooks struct {
-	setCA         func(*ca.State) error
-	bundleChanged func()
-}
-
 // everyReplica marks a runnable that runs with or without the Lease.
 type everyReplica struct{ manager.Runnable }
 
@@ -269,18 +197,15 @@ func (everyReplica) NeedLeaderElection() bool { return false }
 
 // setupWebhook adds the admission webhook and its serving certificate to
 // every replica, and to the leader the issuance of that certificate and the
-// upkeep of the MutatingWebhookConfiguration's caBundle.
-func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *controller.Trust) (*webhookHooks, error) {
-	cs, err := kubernetes.NewForConfig(mgr.GetConfig())
-	if err != nil {
-		return nil, err
-	}
+// upkeep of the MutatingWebhookConfiguration's caBundle, both following
+// auth.
+func setupWebhook(mgr ctrl.Manager, o *serveOptions, cs kubernetes.Interface, state *ca.State, auth *authority.Authority, trust *authority.Trust) error {
 	logger := mgr.GetLogger().WithName("webhook")
 	cert, err := webhook.NewSecretCertificate(webhook.SecretCertificateConfig{
 		Client: cs, Namespace: o.namespace, Name: o.webhookSecret, Logger: logger,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	srv, err := webhook.New(webhook.Config{
 		Addr:         fmt.Sprintf(":%d", o.webhookPort),
@@ -289,11 +214,11 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 		Logger:       logger,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	for _, r := range []manager.Runnable{manager.RunnableFunc(cert.Start), manager.RunnableFunc(srv.Start)} {
 		if err := mgr.Add(everyReplica{r}); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	// Ready once the serving certificate is loaded: before that the API
@@ -306,7 +231,7 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 			return errors.New("webhook serving certificate not loaded yet")
 		}
 	}); err != nil {
-		return nil, err
+		return err
 	}
 
 	// meshca's own serving certificate carries names from its own flags, set
@@ -317,17 +242,15 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 	// lose its root while still in use.
 	servingIssuer, err := issuer.NewLocal(issuer.LocalConfig{CA: state, Policy: issuer.OperatorPolicy(), DefaultDuration: o.leafDuration})
 	if err != nil {
-		return nil, err
-	}
-	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
-	if err != nil {
-		return nil, err
+		return err
 	}
 	// changed pokes the serving certificate and the caBundle syncer when
 	// the trust bundle changes, instead of waiting for their next round.
 	servingChanged, syncerChanged := make(chan struct{}, 1), make(chan struct{}, 1)
 	serving := &controller.ServingCertificate{
-		Client: direct, Issuer: servingIssuer, Trust: trust,
+		// Reads go to the API server: the Secret is in meshca's namespace,
+		// which the cache may not watch.
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Issuer: servingIssuer, Trust: trust,
 		Namespace: o.namespace, Name: o.webhookSecret, Names: o.webhookNames,
 		Changed: servingChanged,
 	}
@@ -339,7 +262,7 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 		Logger:  logger,
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	syncOnceTrusted := func(ctx context.Context) error {
 		if err := trust.Wait(ctx); err != nil {
@@ -349,45 +272,78 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, state *ca.State, trust *con
 	}
 	for _, r := range []manager.Runnable{manager.RunnableFunc(serving.Start), manager.RunnableFunc(syncOnceTrusted)} {
 		if err := mgr.Add(r); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return &webhookHooks{
-		setCA: servingIssuer.SetCA,
-		bundleChanged: func() {
-			for _, ch := range []chan struct{}{servingChanged, syncerChanged} {
-				select {
-				case ch <- struct{}{}:
-				default:
+	auth.Subscribe(
+		authority.Subscriber{Name: "webhook serving issuer", Stage: authority.StageSign,
+			Apply: func(_ context.Context, st *ca.State) error { return servingIssuer.SetCA(st) }},
+		authority.Subscriber{Name: "webhook serving certificate and caBundle", Stage: authority.StageFollow,
+			Apply: func(context.Context, *ca.State) error {
+				for _, ch := range []chan struct{}{servingChanged, syncerChanged} {
+					select {
+					case ch <- struct{}{}:
+					default:
+					}
 				}
-			}
-		},
-	}, nil
+				return nil
+			}})
+	return nil
 }
 
-// workloadDeps are what the workload and trust bundle controllers share
-// with the TLSContext controller.
-type workloadDeps struct {
+// certDeps are what the certificate and trust bundle controllers share.
+type certDeps struct {
 	issuer       controller.Issuer
-	trust        *controller.Trust
-	metrics      *controller.Metrics
-	limiter      *rate.Limiter
+	trust        *authority.Trust
 	keyAlgorithm ca.KeyAlgorithm
 	events       controller.EventRecorder
 	reserved     controller.ReservedSecrets
 }
 
-// setupWorkloadsAndBundle adds the workload certificate and trust bundle
-// controllers. The returned function resyncs both: the audit sweep calls
-// it, and so must whatever changes the trust bundle (after Trust.Set).
-func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOptions, d workloadDeps) (func(context.Context), error) {
+// setupCertificates adds the TLSContext, workload certificate and trust
+// bundle controllers. The returned function resyncs all three: the audit
+// sweep calls it, and so does every CA change.
+func setupCertificates(ctx context.Context, mgr ctrl.Manager, o *serveOptions, d certDeps) (func(context.Context), error) {
+	selector := labels.Nothing()
+	if o.tlsContextSelector != "" {
+		var err error
+		if selector, err = labels.Parse(o.tlsContextSelector); err != nil {
+			return nil, fmt.Errorf("--tlscontext-selector: %w", err)
+		}
+	}
+	burst := max(int(o.maxIssuanceRate), 1)
+	// One limiter for both certificate controllers: --max-issuance-rate is
+	// the daemon's.
+	limiter := rate.NewLimiter(rate.Limit(o.maxIssuanceRate), burst)
+	metrics := controller.NewMetrics(ctrlmetrics.Registry)
+	tls := &controller.TLSContextReconciler{
+		Client:   mgr.GetClient(),
+		Issuer:   d.issuer,
+		Trust:    d.trust,
+		Recorder: d.events,
+		Metrics:  metrics,
+		Limiter:  limiter,
+		Config: controller.TLSContextConfig{
+			TrustDomain:           o.trustDomain,
+			Selector:              selector,
+			GatewayServiceAccount: o.gatewayServiceAcct,
+			KeyAlgorithm:          d.keyAlgorithm,
+			Cleanup:               controller.SecretCleanup(o.secretCleanup),
+			AllowCrossNamespace:   o.allowCrossNamespace,
+			Namespaces:            o.watchNamespaces,
+			Reserved:              d.reserved,
+		},
+	}
+	if err := tls.SetupWithManager(ctx, mgr); err != nil {
+		return nil, fmt.Errorf("set up TLSContext controller: %w", err)
+	}
 	work := &controller.WorkloadReconciler{
 		Client:   mgr.GetClient(),
 		Issuer:   d.issuer,
 		Trust:    d.trust,
 		Recorder: d.events,
-		Metrics:  d.metrics,
-		Limiter:  d.limiter,
+		Metrics:  metrics,
+		Limiter:  limiter,
 		Config: controller.WorkloadConfig{
 			TrustDomain:   o.trustDomain,
 			ClusterDomain: o.clusterDomain,
@@ -411,13 +367,14 @@ func setupWorkloadsAndBundle(ctx context.Context, mgr ctrl.Manager, o *serveOpti
 		Client:   mgr.GetClient(),
 		Trust:    d.trust,
 		Recorder: d.events,
-		Metrics:  d.metrics,
+		Metrics:  metrics,
 		Config:   controller.BundleConfig{Selector: nsSelector},
 	}
 	if err := bundle.SetupWithManager(ctx, mgr); err != nil {
 		return nil, fmt.Errorf("set up trust bundle controller: %w", err)
 	}
 	return func(ctx context.Context) {
+		tls.ResyncAll(ctx)
 		work.ResyncAll(ctx)
 		bundle.ResyncAll(ctx)
 	}, nil
