@@ -4,7 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-		"slices"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
