@@ -25,7 +25,7 @@ const DefaultCAPollInterval = 10 * time.Second
 // before publishing it and its successor finds the activation time passed.
 const DefaultCAPublishGrace = 2 * time.Minute
 
-// CAStore loads and saves the CA state; *ca.SecretStore is one. Save must
+// CAStore loads and saves the CA state; castore.Secret is one. Save must
 // refuse a state whose ResourceVersion is stale with an error wrapping
 // ca.ErrConflict, create the store for an empty ResourceVersion (an error
 // wrapping ca.ErrAlreadyExists if it exists), and Load must report a
@@ -34,8 +34,6 @@ type CAStore interface {
 	Load(ctx context.Context) (*ca.State, error)
 	Save(ctx context.Context, st *ca.State) (*ca.State, error)
 }
-
-var _ CAStore = ca.SecretStore{}
 
 // CARotatorConfig configures a CARotator. Zero fields mean the documented
 // defaults.

@@ -13,6 +13,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
@@ -118,7 +119,7 @@ func TestServeCAMetricsOnStandby(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ca rotate: %v\n%s", err, out)
 	}
-	published, err := ca.SecretStore{Client: env.Clientset, Namespace: ns}.Load(t.Context())
+	published, err := castore.Secret{Client: env.Clientset, Namespace: ns}.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

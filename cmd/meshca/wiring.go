@@ -21,6 +21,7 @@ import (
 	ctrlmetrics "sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/controller"
 	"github.com/meshca/meshca/issuer"
 	"github.com/meshca/meshca/rotator"
@@ -39,7 +40,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err != nil {
 		return err
 	}
-	store := ca.SecretStore{Client: cs, Namespace: o.namespace}
+	store := castore.Secret{Client: cs, Namespace: o.namespace}
 	// Every replica loads the CA; the first of several starting at once
 	// creates it and the others load the winner's. An unreadable CA Secret
 	// stops meshca here: it is never replaced. A missing one is created
@@ -233,7 +234,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 // externalCAWarning records a Warning Event on the CA Secret, in meshca's
 // namespace, when a bring-your-own CA nears its end: `kubectl get events`
 // there and `kubectl describe secret meshca-ca` show it.
-func externalCAWarning(cs kubernetes.Interface, store ca.SecretStore, events controller.EventRecorder) func(context.Context, *ca.State, time.Time) {
+func externalCAWarning(cs kubernetes.Interface, store castore.Secret, events controller.EventRecorder) func(context.Context, *ca.State, time.Time) {
 	return func(ctx context.Context, st *ca.State, notAfter time.Time) {
 		name := store.Name
 		if name == "" {
