@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -51,7 +50,7 @@ func TestCAFollower(t *testing.T) {
 	live.Store(states[0])
 	clk := clocktesting.NewFakeClock(time.Now())
 	elected := make(chan struct{})
-	f := &caFollower{store: store, live: live, elected: elected, interval: 10 * time.Second, clock: clk, log: slog.New(slog.DiscardHandler)}
+	f := &caFollower{store: store, live: live, elected: elected, interval: 10 * time.Second, clock: clk}
 	done := make(chan error)
 	go func() { done <- f.Start(t.Context()) }()
 

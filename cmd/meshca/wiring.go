@@ -4,11 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -31,7 +31,7 @@ import (
 // setupControllers loads (or, on a first start, creates) the CA and adds
 // the controllers and the audit sweep to mgr. The controllers and the sweep
 // run only on the leader.
-func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, log *slog.Logger) error {
+func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, log logr.Logger) error {
 	alg, err := ca.ParseKeyAlgorithm(o.keyAlgorithm)
 	if err != nil {
 		return fmt.Errorf("--key-algorithm: %w", err)
@@ -64,7 +64,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	follower := &caFollower{
 		store: store, live: live, elected: mgr.Elected(),
 		interval: rotator.DefaultCAPollInterval, clock: clock.RealClock{},
-		log: log.With("component", "ca-follower"),
+		log: log.WithValues("component", "ca-follower"),
 	}
 	if err := mgr.Add(everyReplica{manager.RunnableFunc(follower.Start)}); err != nil {
 		return err
@@ -188,7 +188,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		// in a managed Secret has expired, whatever its meshca.io/duration.
 		Inventory:          controller.LeafInventory{Reader: mgr.GetClient()},
 		OnExternalExpiring: externalCAWarning(cs, store, events),
-		Log:                log.With("component", "ca-rotator"),
+		Log:                log.WithValues("component", "ca-rotator"),
 		OnChange: func(ctx context.Context, st *ca.State) error {
 			live.Store(st)
 			setSigners := func() error {
