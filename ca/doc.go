@@ -1,11 +1,14 @@
-// Package ca is meshca's internal certificate authority: it creates, loads and
-// persists a root and an intermediate (in Kubernetes Secret meshca-ca or in a
-// folder for the CLI), accepts a bring-your-own CA in cert-manager's or Istio's
-// Secret shape, keeps the current, next and previous CA slots used during
-// rotation, and produces the trust bundle.
+// Package ca is meshca's internal certificate authority: it creates and loads
+// a root and an intermediate, encodes them in the layout of Kubernetes Secret
+// meshca-ca (below) or in a folder for the CLI, accepts a bring-your-own CA in
+// cert-manager's or Istio's Secret shape, keeps the current, next and previous
+// CA slots used during rotation, and produces the trust bundle.
 //
 // It must not sign leaf certificates (that is package issuer), decide when to
-// rotate (package rotator), or ever replace a CA it found but could not read.
+// rotate (package rotator), ever replace a CA it found but could not read, or
+// talk to the API server: reading and writing the CA Secret is package
+// ca/castore, and internal/layers fails if ca links a Kubernetes client or
+// any other meshca package.
 //
 // # The CA Secret
 //
@@ -30,8 +33,8 @@
 //	ca.crt                the trust bundle (distinct roots of all slots), written
 //	                      for people and tools; ignored when loading
 //
-// current is required. The Secret is created once (Create, so concurrent
-// replicas end with one CA) and later updated only with the resourceVersion
-// it was read at. A folder written by WriteDir holds the current slot as
+// current is required. castore.Secret creates the Secret once (Create, so
+// concurrent replicas end with one CA) and later updates it only with the
+// resourceVersion it was read at. A folder written by WriteDir holds the current slot as
 // root.crt, root.key, intermediate.crt and intermediate.key, all mode 0600.
 package ca

@@ -1,18 +1,12 @@
 package ca
 
 import (
-	"context"
 	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
-
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 )
 
 // DefaultSecretName is the name of the CA Secret in the daemon's namespace.
@@ -46,111 +40,6 @@ var (
 	// ErrConflict means the stored CA changed since it was read.
 	ErrConflict = errors.New("CA changed since it was read")
 )
-
-// SecretStore keeps a State in one Kubernetes Secret.
-type SecretStore struct {
-	// Client talks to the API server.
-	Client kubernetes.Interface
-	// Namespace is the daemon's namespace.
-	Namespace string
-	// Name of the Secret; "" means meshca-ca.
-	Name string
-}
-
-func (s SecretStore) name() string {
-	if s.Name == "" {
-		return DefaultSecretName
-	}
-	return s.Name
-}
-
-func (s SecretStore) String() string { return "secret " + s.Namespace + "/" + s.name() }
-
-// Load reads the State. It returns an error wrapping ErrNotFound when the
-// Secret does not exist, and one wrapping ErrInvalidCA when it exists but
-// cannot be used.
-func (s SecretStore) Load(ctx context.Context) (*State, error) {
-	sec, err := s.Client.CoreV1().Secrets(s.Namespace).Get(ctx, s.name(), metav1.GetOptions{})
-	if apierrors.IsNotFound(err) {
-		return nil, fmt.Errorf("load CA from %s: %w", s, ErrNotFound)
-	}
-	if err != nil {
-		return nil, fmt.Errorf("load CA from %s: %w", s, err)
-	}
-	st, err := StateFromSecretData(sec.Data)
-	if err != nil {
-		return nil, fmt.Errorf("load CA from %s (meshca never replaces an existing CA; fix or delete the Secret): %w", s, err)
-	}
-	st.ResourceVersion = sec.ResourceVersion
-	return st, nil
-}
-
-// LoadOrCreate loads the State, or creates a new CA from cfg when there is
-// none. When several callers race, the API server accepts exactly one Create
-// and the others load the winner's CA, so all of them return the same CA.
-// A Secret that exists but cannot be used is an error, never replaced.
-func (s SecretStore) LoadOrCreate(ctx context.Context, cfg Config) (*State, error) {
-	st, err := s.Load(ctx)
-	if err == nil || !errors.Is(err, ErrNotFound) {
-		return st, err
-	}
-	c, err := New(cfg)
-	if err != nil {
-		return nil, err
-	}
-	cfg, _ = cfg.withDefaults()
-	st, err = s.Save(ctx, NewState(c, SourceGenerated, cfg.Clock.Now()))
-	if errors.Is(err, ErrAlreadyExists) {
-		return s.Load(ctx)
-	}
-	return st, err
-}
-
-// Save stores st. A state without ResourceVersion is created and fails with
-// ErrAlreadyExists if a Secret is there; otherwise the Secret is updated only
-// if it still has st.ResourceVersion (else ErrConflict). It returns a copy of
-// st with the new ResourceVersion.
-func (s SecretStore) Save(ctx context.Context, st *State) (*State, error) {
-	data, err := st.SecretData()
-	if err != nil {
-		return nil, fmt.Errorf("save CA to %s: %w", s, err)
-	}
-	sec := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{
-			Name:            s.name(),
-			Namespace:       s.Namespace,
-			ResourceVersion: st.ResourceVersion,
-			Labels: map[string]string{
-				"app.kubernetes.io/managed-by": "meshca",
-				"app.kubernetes.io/component":  "ca",
-			},
-		},
-		Type: corev1.SecretTypeOpaque,
-		Data: data,
-	}
-	secrets := s.Client.CoreV1().Secrets(s.Namespace)
-	var out *corev1.Secret
-	if st.ResourceVersion == "" {
-		out, err = secrets.Create(ctx, sec, metav1.CreateOptions{})
-		if apierrors.IsAlreadyExists(err) {
-			return nil, fmt.Errorf("save CA to %s: %w", s, ErrAlreadyExists)
-		}
-	} else {
-		out, err = secrets.Update(ctx, sec, metav1.UpdateOptions{})
-		if apierrors.IsConflict(err) {
-			return nil, fmt.Errorf("save CA to %s: %w: %w", s, ErrConflict, err)
-		}
-		if apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("save CA to %s: %w", s, ErrNotFound)
-		}
-	}
-	if err != nil {
-		return nil, fmt.Errorf("save CA to %s: %w", s, err)
-	}
-	cp := *st
-	cp.ResourceVersion = out.ResourceVersion
-	return &cp, nil
-}
 
 // SecretData encodes the state in the CA Secret layout.
 func (s *State) SecretData() (map[string][]byte, error) {

@@ -83,7 +83,7 @@ type State struct {
 	Previous *CA
 	Record   StateRecord
 	// ResourceVersion is that of the Secret the state was read from or last
-	// written to; SecretStore.Save uses it to refuse lost updates. Empty for
+	// written to; castore.Secret.Save uses it to refuse lost updates. Empty for
 	// a state that was never stored.
 	ResourceVersion string
 }

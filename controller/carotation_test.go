@@ -20,6 +20,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
 	"github.com/meshca/meshca/rotator"
@@ -43,7 +44,7 @@ func TestCARotationKeepsMutualTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	store := ca.SecretStore{Client: env.Clientset, Namespace: ns}
+	store := castore.Secret{Client: env.Clientset, Namespace: ns}
 	state, err := store.Save(ctx, ca.NewState(a, "generated", time.Now()))
 	if err != nil {
 		t.Fatal(err)

@@ -16,12 +16,13 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
 )
 
 // meshcaHome is a namespace set up as meshca's own: the CA Secret as
-// ca.SecretStore writes it, the webhook's serving Secret as
+// castore.Secret writes it, the webhook's serving Secret as
 // ServingCertificate writes it, and a managed Secret with no source.
 type meshcaHome struct {
 	ns       string
@@ -36,7 +37,7 @@ func newMeshcaHome(t *testing.T, env *testenv.Env, h *harness, ns string) *meshc
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := (ca.SecretStore{Client: cs, Namespace: ns}).Save(ctx, h.state); err != nil {
+	if _, err := (castore.Secret{Client: cs, Namespace: ns}).Save(ctx, h.state); err != nil {
 		t.Fatalf("save CA: %v", err)
 	}
 	b := issueFor(t, h, ns)

@@ -4,10 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 
 	"github.com/meshca/meshca/ca"
@@ -25,7 +24,7 @@ const DefaultCAPollInterval = 10 * time.Second
 // before publishing it and its successor finds the activation time passed.
 const DefaultCAPublishGrace = 2 * time.Minute
 
-// CAStore loads and saves the CA state; *ca.SecretStore is one. Save must
+// CAStore loads and saves the CA state; castore.Secret is one. Save must
 // refuse a state whose ResourceVersion is stale with an error wrapping
 // ca.ErrConflict, create the store for an empty ResourceVersion (an error
 // wrapping ca.ErrAlreadyExists if it exists), and Load must report a
@@ -34,8 +33,6 @@ type CAStore interface {
 	Load(ctx context.Context) (*ca.State, error)
 	Save(ctx context.Context, st *ca.State) (*ca.State, error)
 }
-
-var _ CAStore = ca.SecretStore{}
 
 // CARotatorConfig configures a CARotator. Zero fields mean the documented
 // defaults.
@@ -80,8 +77,8 @@ type CARotatorConfig struct {
 	// ExternalWarnInterval is the least time between two calls of
 	// OnExternalExpiring for the same CA; 0 means DefaultExternalWarnInterval.
 	ExternalWarnInterval time.Duration
-	// Log receives what the rotator does; nil discards it.
-	Log *slog.Logger
+	// Log receives what the rotator does; the zero Logger discards it.
+	Log logr.Logger
 }
 
 // DefaultExternalWarnInterval is how often the CA rotator repeats its
@@ -136,9 +133,6 @@ func NewCARotator(cfg CARotatorConfig) (*CARotator, error) {
 	}
 	if cfg.OnChange == nil {
 		cfg.OnChange = func(context.Context, *ca.State) error { return nil }
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	if cfg.PublishGrace == 0 {
 		cfg.PublishGrace = DefaultCAPublishGrace
@@ -209,7 +203,7 @@ func (r *CARotator) tick(ctx context.Context, st *ca.State) (*ca.State, time.Dur
 			next, err = r.apply(st, step, now)
 		}
 		if err != nil {
-			r.cfg.Log.Error("CA rotation step failed", "step", step.String(), "error", err)
+			r.cfg.Log.Error(err, "CA rotation step failed", "step", step.String())
 			return st, r.cfg.RetryInterval
 		}
 		saved, err := r.cfg.Store.Save(ctx, next)
@@ -231,7 +225,7 @@ func (r *CARotator) tick(ctx context.Context, st *ca.State) (*ca.State, time.Dur
 		case errors.Is(err, ca.ErrNotFound):
 			st = r.reload(ctx, st)
 		default:
-			r.cfg.Log.Error("save CA rotation step", "step", step.String(), "error", err)
+			r.cfg.Log.Error(err, "save CA rotation step", "step", step.String())
 			return st, r.cfg.RetryInterval
 		}
 		if ctx.Err() != nil {
@@ -279,7 +273,7 @@ func (r *CARotator) warnExternal(ctx context.Context, st *ca.State, now time.Tim
 		return at.Sub(now), true
 	}
 	r.warned[fp] = now
-	r.cfg.Log.Warn("bring-your-own CA nears its end and meshca does not replace it: load its successor as the next CA",
+	r.cfg.Log.Info("bring-your-own CA nears its end and meshca does not replace it: load its successor as the next CA",
 		"current", fp, "notAfter", v.Current.NotAfter)
 	if r.cfg.OnExternalExpiring != nil {
 		r.cfg.OnExternalExpiring(ctx, st, v.Current.NotAfter)
@@ -325,13 +319,13 @@ func (r *CARotator) reload(ctx context.Context, st *ca.State) *ca.State {
 		saved, err := r.cfg.Store.Save(ctx, cp)
 		if err != nil {
 			// ErrAlreadyExists: someone else re-created it; read it next time.
-			r.cfg.Log.Error("re-create CA store", "error", err)
+			r.cfg.Log.Error(err, "re-create CA store")
 			return st
 		}
 		return saved
 	default:
 		if ctx.Err() == nil {
-			r.cfg.Log.Error("reload CA", "error", err)
+			r.cfg.Log.Error(err, "reload CA")
 		}
 		return st
 	}
@@ -368,6 +362,6 @@ func (r *CARotator) changed(ctx context.Context, st *ca.State) {
 		}
 	}
 	if err := r.cfg.OnChange(ctx, st); err != nil {
-		r.cfg.Log.Error("apply CA change", "error", err)
+		r.cfg.Log.Error(err, "apply CA change")
 	}
 }

@@ -10,6 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 )
 
 func newCAImportCommand() *cobra.Command {
@@ -55,7 +56,7 @@ existing meshca-ca is never replaced: the command fails instead.`,
 			if err != nil {
 				return fmt.Errorf("%s is not a usable %s CA: %w", from, format, err)
 			}
-			store := ca.SecretStore{Client: cs, Namespace: namespace}
+			store := castore.Secret{Client: cs, Namespace: namespace}
 			if _, err := store.Save(cmd.Context(), ca.NewState(c, format, time.Now())); err != nil {
 				if errors.Is(err, ca.ErrAlreadyExists) {
 					return fmt.Errorf("%s already exists; meshca never replaces a CA (use meshca ca rotate to change it): %w", store, err)

@@ -9,6 +9,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/testenv"
 	"github.com/meshca/meshca/internal/testpki"
 )
@@ -39,7 +40,7 @@ func TestCAImport(t *testing.T) {
 			if err != nil {
 				t.Fatalf("import: %v\n%s", err, out)
 			}
-			st, err := ca.SecretStore{Client: env.Clientset, Namespace: home}.Load(ctx)
+			st, err := castore.Secret{Client: env.Clientset, Namespace: home}.Load(ctx)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -66,7 +67,7 @@ func TestCAImport(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), "not a usable") {
 			t.Fatalf("got %v, want a refusal naming the problem", err)
 		}
-		if _, err := (ca.SecretStore{Client: env.Clientset, Namespace: home}).Load(ctx); err == nil {
+		if _, err := (castore.Secret{Client: env.Clientset, Namespace: home}).Load(ctx); err == nil {
 			t.Error("a broken CA was written")
 		}
 	})

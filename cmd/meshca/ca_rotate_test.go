@@ -12,6 +12,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/testenv"
 	"github.com/meshca/meshca/rotator"
 )
@@ -105,7 +106,7 @@ func TestCARotateOnAPIServer(t *testing.T) {
 	env := testenv.Get(t)
 	ns := env.Namespace(t)
 	ctx := t.Context()
-	store := ca.SecretStore{Client: env.Clientset, Namespace: ns}
+	store := castore.Secret{Client: env.Clientset, Namespace: ns}
 	first, err := store.LoadOrCreate(ctx, ca.Config{TrustDomain: "example.org"})
 	if err != nil {
 		t.Fatal(err)

@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/utils/clock"
 
 	"github.com/meshca/meshca/ca"
@@ -28,7 +28,7 @@ type caFollower struct {
 	// interval is the time between two reads.
 	interval time.Duration
 	clock    clock.Clock
-	log      *slog.Logger
+	log      logr.Logger
 }
 
 // Start reads the CA Secret every interval until ctx is done or this
@@ -46,7 +46,7 @@ func (f *caFollower) Start(ctx context.Context) error {
 		st, err := f.store.Load(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
-				f.log.Warn("read CA Secret for the CA metrics; they keep the last state read", "err", err)
+				f.log.Error(err, "read CA Secret for the CA metrics; they keep the last state read")
 			}
 			continue
 		}

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
@@ -50,7 +50,7 @@ func TestCAFollower(t *testing.T) {
 	live.Store(states[0])
 	clk := clocktesting.NewFakeClock(time.Now())
 	elected := make(chan struct{})
-	f := &caFollower{store: store, observe: live.Store, elected: elected, interval: 10 * time.Second, clock: clk, log: slog.New(slog.DiscardHandler)}
+	f := &caFollower{store: store, observe: live.Store, elected: elected, interval: 10 * time.Second, clock: clk}
 	done := make(chan error)
 	go func() { done <- f.Start(t.Context()) }()
 
@@ -118,7 +118,7 @@ func TestServeCAMetricsOnStandby(t *testing.T) {
 	if err != nil {
 		t.Fatalf("ca rotate: %v\n%s", err, out)
 	}
-	published, err := ca.SecretStore{Client: env.Clientset, Namespace: ns}.Load(t.Context())
+	published, err := castore.Secret{Client: env.Clientset, Namespace: ns}.Load(t.Context())
 	if err != nil {
 		t.Fatal(err)
 	}

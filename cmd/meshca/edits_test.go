@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
@@ -72,7 +73,7 @@ func TestServeRepairsConcurrentEdits(t *testing.T) {
 	}
 	secrets := []string{"gw-0-certs", "gw-1-certs", "gw-2-certs", "up-0-certs", "up-1-certs", "up-0-ca", "up-1-ca", "web-meshca-tls"}
 	caSecrets := []string{"up-0-ca", "up-1-ca"}
-	store := ca.SecretStore{Client: env.Clientset, Namespace: ns}
+	store := castore.Secret{Client: env.Clientset, Namespace: ns}
 	var st *ca.State
 	daemontest.Eventually(t, time.Minute, "the CA Secret", func(ctx context.Context) (bool, error) {
 		var err error

@@ -17,6 +17,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
@@ -120,7 +121,7 @@ func TestServeLeaderLossMidRotation(t *testing.T) {
 	live := []string{app + "/gw-0-certs", app + "/gw-1-certs", app + "/gw-2-certs", app + "/up-certs", app + "/web-meshca-tls", ns + "/meshca-webhook-tls"}
 	waitSignedBy(t, env, live, "")
 
-	store := ca.SecretStore{Client: env.Clientset, Namespace: ns}
+	store := castore.Secret{Client: env.Clientset, Namespace: ns}
 	out, err := run(t, "ca", "rotate", "--kubeconfig", env.Kubeconfig, "--namespace", ns, "--activate-after", llActivateAfter.String())
 	if err != nil {
 		t.Fatalf("ca rotate: %v\n%s", err, out)

@@ -10,6 +10,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/controller"
 )
 
@@ -19,7 +20,7 @@ var errCAGone = errors.New("CA Secret missing but certificates it issued remain"
 
 // loadCA loads the CA, or creates one when there is none and nothing meshca
 // wrote before is left (or --allow-new-ca says to go ahead anyway).
-func loadCA(ctx context.Context, store ca.SecretStore, cs kubernetes.Interface, o *serveOptions) (*ca.State, error) {
+func loadCA(ctx context.Context, store castore.Secret, cs kubernetes.Interface, o *serveOptions) (*ca.State, error) {
 	st, err := store.Load(ctx)
 	if err == nil {
 		return st, nil
@@ -52,7 +53,7 @@ func loadCA(ctx context.Context, store ca.SecretStore, cs kubernetes.Interface, 
 
 // managedSecrets names up to a few Secrets meshca wrote, other than the CA
 // Secret itself, in the namespaces meshca works in.
-func managedSecrets(ctx context.Context, cs kubernetes.Interface, o *serveOptions, store ca.SecretStore) ([]string, error) {
+func managedSecrets(ctx context.Context, cs kubernetes.Interface, o *serveOptions, store castore.Secret) ([]string, error) {
 	// With --watch-namespaces meshca may list Secrets only there (the
 	// chart's RBAC names the two Secrets of its own namespace one by one).
 	namespaces := []string{metav1.NamespaceAll}
@@ -87,7 +88,7 @@ func managedSecrets(ctx context.Context, cs kubernetes.Interface, o *serveOption
 	return out, nil
 }
 
-func storeName(s ca.SecretStore) string {
+func storeName(s castore.Secret) string {
 	if s.Name == "" {
 		return ca.DefaultSecretName
 	}

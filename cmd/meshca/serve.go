@@ -269,8 +269,10 @@ func parseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// newLogger returns a structured logger: JSON in a cluster, text on a terminal.
-func newLogger(format, level string) *slog.Logger {
+// newLogger returns the structured logger of the whole daemon: logr, the
+// API controller-runtime uses, writing through a slog handler that prints
+// JSON in a cluster and text on a terminal.
+func newLogger(format, level string) logr.Logger {
 	lvl, _ := parseLevel(level)
 	opts := &slog.HandlerOptions{Level: lvl}
 	if format == "auto" {
@@ -280,9 +282,9 @@ func newLogger(format, level string) *slog.Logger {
 		}
 	}
 	if format == "text" {
-		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+		return logr.FromSlogHandler(slog.NewTextHandler(os.Stderr, opts))
 	}
-	return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	return logr.FromSlogHandler(slog.NewJSONHandler(os.Stderr, opts))
 }
 
 // restConfig loads --kubeconfig, or the in-cluster config when it is empty.
@@ -320,8 +322,7 @@ func bundleNamespaces(o *serveOptions) (labels.Selector, error) {
 
 func runServe(ctx context.Context, o *serveOptions) error {
 	log := newLogger(o.logFormat, o.logLevel)
-	logger := logr.FromSlogHandler(log.Handler())
-	ctrl.SetLogger(logger)
+	ctrl.SetLogger(log)
 
 	if ctx == nil {
 		ctx = context.Background()
@@ -346,7 +347,7 @@ func runServe(ctx context.Context, o *serveOptions) error {
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                        scheme,
-		Logger:                        logger,
+		Logger:                        log,
 		LeaderElection:                o.leaderElect,
 		LeaderElectionID:              "meshca",
 		LeaderElectionNamespace:       o.namespace,

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/stepcatest"
@@ -63,7 +64,7 @@ func TestServeStepCA(t *testing.T) {
 	waitValidSecrets(t, env, ns, "old", 1, nil)
 	old := get(t, "old-0-certs")
 	local.Terminate(t)
-	st, err := ca.SecretStore{Client: env.Clientset, Namespace: ns}.Load(ctx)
+	st, err := castore.Secret{Client: env.Clientset, Namespace: ns}.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/daemontest"
 	"github.com/meshca/meshca/internal/testenv"
 )
@@ -51,7 +52,7 @@ func TestServeTrustOutlivesLongLeaf(t *testing.T) {
 		t.Fatalf("the leaf lives %s more, want about 2h", life.Round(time.Second))
 	}
 
-	store := ca.SecretStore{Client: env.Clientset, Namespace: ns}
+	store := castore.Secret{Client: env.Clientset, Namespace: ns}
 	out, err := run(t, "ca", "rotate", "--kubeconfig", env.Kubeconfig, "--namespace", ns, "--activate-after", "0s")
 	if err != nil {
 		t.Fatalf("ca rotate: %v\n%s", err, out)
@@ -149,7 +150,7 @@ func TestCARotateRefusesExternalCA(t *testing.T) {
 	ctx := t.Context()
 	ns := env.Namespace(t)
 	data, byo := byoCASecretData(t, 24*time.Hour, time.Hour)
-	store := ca.SecretStore{Client: env.Clientset, Namespace: ns}
+	store := castore.Secret{Client: env.Clientset, Namespace: ns}
 	before := putSecret(t, env, ns, ca.DefaultSecretName, caLabels, data)
 	out, err := run(t, "ca", "rotate", "--kubeconfig", env.Kubeconfig, "--namespace", ns, "--activate-after", "1h")
 	if err == nil || !strings.Contains(err.Error(), "bring-your-own") || !strings.Contains(err.Error(), "--replace-external-ca") {
@@ -214,7 +215,7 @@ func TestServeWarnsOfExpiringExternalCA(t *testing.T) {
 	if !found {
 		t.Error("no meshca_ca_external_expiring metric")
 	}
-	st, err := ca.SecretStore{Client: env.Clientset, Namespace: ns}.Load(ctx)
+	st, err := castore.Secret{Client: env.Clientset, Namespace: ns}.Load(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,10 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"time"
 
+	"github.com/go-logr/logr"
 	"golang.org/x/time/rate"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/meshca/meshca/authority"
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/controller"
 	"github.com/meshca/meshca/issuer"
 	"github.com/meshca/meshca/rotator"
@@ -30,7 +31,7 @@ import (
 // the controllers and the audit sweep to mgr, wired to one Authority that
 // owns the CA in force and the trust bundles it implies. The controllers,
 // the sweep and the CA rotator run only on the leader.
-func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, log *slog.Logger) error {
+func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, log logr.Logger) error {
 	alg, err := ca.ParseKeyAlgorithm(o.keyAlgorithm)
 	if err != nil {
 		return fmt.Errorf("--key-algorithm: %w", err)
@@ -41,7 +42,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err != nil {
 		return err
 	}
-	store := ca.SecretStore{Client: cs, Namespace: o.namespace}
+	store := castore.Secret{Client: cs, Namespace: o.namespace}
 	// Every replica loads the CA; the first of several starting at once
 	// creates it and the others load the winner's. An unreadable CA Secret
 	// stops meshca here: it is never replaced. A missing one is created
@@ -64,7 +65,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	follower := &caFollower{
 		store: store, observe: auth.Observe, elected: mgr.Elected(),
 		interval: rotator.DefaultCAPollInterval, clock: clock.RealClock{},
-		log: log.With("component", "ca-follower"),
+		log: log.WithValues("component", "ca-follower"),
 	}
 	if err := mgr.Add(everyReplica{manager.RunnableFunc(follower.Start)}); err != nil {
 		return err
@@ -143,7 +144,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		// in a managed Secret has expired, whatever its meshca.io/duration.
 		Inventory:          controller.LeafInventory{Reader: mgr.GetClient()},
 		OnExternalExpiring: externalCAWarning(cs, store, events),
-		Log:                log.With("component", "ca-rotator"),
+		Log:                log.WithValues("component", "ca-rotator"),
 		OnChange:           auth.Apply,
 	})
 	if err != nil {
@@ -167,7 +168,7 @@ func setupEvents(mgr ctrl.Manager, o *serveOptions) (*controller.PacedEvents, er
 // externalCAWarning records a Warning Event on the CA Secret, in meshca's
 // namespace, when a bring-your-own CA nears its end: `kubectl get events`
 // there and `kubectl describe secret meshca-ca` show it.
-func externalCAWarning(cs kubernetes.Interface, store ca.SecretStore, events controller.EventRecorder) func(context.Context, *ca.State, time.Time) {
+func externalCAWarning(cs kubernetes.Interface, store castore.Secret, events controller.EventRecorder) func(context.Context, *ca.State, time.Time) {
 	return func(ctx context.Context, st *ca.State, notAfter time.Time) {
 		name := store.Name
 		if name == "" {

@@ -19,6 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/meta"
 )
 
@@ -59,7 +60,7 @@ func checkCRD(_ context.Context, r *run) (Status, string) {
 }
 
 func checkCA(ctx context.Context, r *run) (Status, string) {
-	store := ca.SecretStore{Client: r.cfg.Client, Namespace: r.cfg.Namespace, Name: r.cfg.CASecret}
+	store := castore.Secret{Client: r.cfg.Client, Namespace: r.cfg.Namespace, Name: r.cfg.CASecret}
 	r.state, r.caErr = store.Load(ctx)
 	if r.caErr != nil {
 		return Fail, fmt.Sprintf("%v (has meshca started in namespace %s?)", r.caErr, r.cfg.Namespace)

@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/meta"
 )
 
@@ -98,7 +99,7 @@ func Collect(ctx context.Context, cs kubernetes.Interface, namespace string, now
 		return a.Secret < b.Secret
 	})
 
-	st, err := ca.SecretStore{Client: cs, Namespace: namespace}.Load(ctx)
+	st, err := castore.Secret{Client: cs, Namespace: namespace}.Load(ctx)
 	switch {
 	case errors.Is(err, ca.ErrNotFound):
 		r.CAError = "no CA Secret yet (meshca creates it on first start)"

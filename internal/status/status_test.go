@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
 	"github.com/meshca/meshca/internal/testpki"
@@ -26,7 +27,7 @@ func TestCollectAndRender(t *testing.T) {
 	home := env.Namespace(t)
 	apps := env.Namespace(t)
 	ctx := context.Background()
-	if _, err := (ca.SecretStore{Client: env.Clientset, Namespace: home}).LoadOrCreate(ctx, ca.Config{}); err != nil {
+	if _, err := (castore.Secret{Client: env.Clientset, Namespace: home}).LoadOrCreate(ctx, ca.Config{}); err != nil {
 		t.Fatal(err)
 	}
 	pki := testpki.New(t)

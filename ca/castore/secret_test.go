@@ -1,4 +1,4 @@
-package ca_test
+package castore_test
 
 import (
 	"context"
@@ -14,11 +14,30 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/clock"
 
+	clocktesting "k8s.io/utils/clock/testing"
+
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/ca/castore"
 	"github.com/meshca/meshca/internal/testenv"
+	"github.com/meshca/meshca/rotator"
 )
 
 func TestMain(m *testing.M) { testenv.Main(m) }
+
+// The CA rotator keeps the CA in a Secret through its own interface.
+var _ rotator.CAStore = castore.Secret{}
+
+var epoch = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
+
+// newCA is a fresh default CA for tests that do not care about its shape.
+func newCA(t testing.TB) *ca.CA {
+	t.Helper()
+	c, err := ca.New(ca.Config{Clock: clocktesting.NewFakePassiveClock(time.Now())})
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return c
+}
 
 // countingClock counts calls to Now, so a test can tell how many starters
 // generated a CA.
@@ -53,7 +72,7 @@ func TestLoadOrCreateConcurrentReplicas(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		store := ca.SecretStore{Client: cs, Namespace: ns}
+		store := castore.Secret{Client: cs, Namespace: ns}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -99,10 +118,10 @@ func TestLoadOrCreateConcurrentReplicas(t *testing.T) {
 	}
 }
 
-func TestSecretStoreLoadNotFound(t *testing.T) {
+func TestSecretLoadNotFound(t *testing.T) {
 	t.Parallel()
 	env := testenv.Get(t)
-	store := ca.SecretStore{Client: env.Clientset, Namespace: env.Namespace(t)}
+	store := castore.Secret{Client: env.Clientset, Namespace: env.Namespace(t)}
 	_, err := store.Load(context.Background())
 	if !errors.Is(err, ca.ErrNotFound) {
 		t.Fatalf("Load = %v, want ErrNotFound", err)
@@ -141,7 +160,7 @@ func TestLoadOrCreateNeverReplaces(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			store := ca.SecretStore{Client: env.Clientset, Namespace: ns}
+			store := castore.Secret{Client: env.Clientset, Namespace: ns}
 			_, err = store.LoadOrCreate(ctx, ca.Config{})
 			if !errors.Is(err, ca.ErrInvalidCA) {
 				t.Fatalf("LoadOrCreate = %v, want ErrInvalidCA", err)
@@ -168,13 +187,13 @@ func replaced(data map[string][]byte, k string, v []byte) map[string][]byte {
 	return out
 }
 
-// TestSecretStoreSave proves updates carry the resourceVersion they read,
+// TestSecretSave proves updates carry the resourceVersion they read,
 // and that the next slot and state record persist.
-func TestSecretStoreSave(t *testing.T) {
+func TestSecretSave(t *testing.T) {
 	t.Parallel()
 	env := testenv.Get(t)
 	ctx := context.Background()
-	store := ca.SecretStore{Client: env.Clientset, Namespace: env.Namespace(t)}
+	store := castore.Secret{Client: env.Clientset, Namespace: env.Namespace(t)}
 	st, err := store.LoadOrCreate(ctx, ca.Config{})
 	if err != nil {
 		t.Fatal(err)
