@@ -38,6 +38,10 @@ type certKeeper struct {
 	// limiter caps issuance; nil means unlimited.
 	limiter *rate.Limiter
 	clock   clock.PassiveClock
+
+	// namespaces reads the source's Namespace for the DNS suffixes its
+	// administrator allows: the manager's cached client.
+	namespaces client.Reader
 }
 
 // newCertKeeper builds the keeper of a reconciler from its dependencies,
@@ -57,6 +61,8 @@ func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk
 		metrics:  m,
 		limiter:  lim,
 		clock:    *clk,
+		// Namespaces are read from the cache, like the reconcilers' own.
+		namespaces: c,
 	}
 }
 
@@ -148,6 +154,10 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 		return k.refresh(ctx, w, existing, observed.Leaf, decision.RenewAt, trust, holder)
 	}
 
+	suffixes, err := namespaceSuffixes(ctx, k.namespaces, w.Source.GetNamespace())
+	if err != nil {
+		return keptCert{}, err
+	}
 	if k.limiter != nil {
 		if err := k.limiter.Wait(ctx); err != nil {
 			return keptCert{}, err
@@ -160,6 +170,9 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 		DNSNames:     w.DNSNames,
 		Duration:     w.Duration,
 		KeyAlgorithm: ca.KeyAlgorithm(w.KeyAlgorithm),
+		// The policy is a pure function of the request: what the
+		// namespace's administrator allows is resolved here.
+		NamespaceSuffixes: suffixes,
 	})
 	if errors.Is(err, issuer.ErrPolicy) {
 		k.metrics.Rejected.WithLabelValues("policy").Inc()

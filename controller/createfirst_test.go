@@ -130,6 +130,8 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 		recorder: h.rec.Recorder,
 		metrics:  NewMetrics(nil),
 		clock:    clock.RealClock{},
+		// The Namespace's allowed suffixes, were it to issue.
+		namespaces: env.Client,
 	}
 	wish := certWish{
 		Source: src, SourceKey: sourceKey("TLSContext", ns, "tc"), Ref: *w.Secret,

@@ -75,7 +75,7 @@ func TestIssuanceCutShortByShutdownIsNoFailure(t *testing.T) {
 			defer cancel()
 			k := &certKeeper{
 				secrets: &secretWriter{client: c, reader: c, metrics: m}, issuer: tc.iss(cancel),
-				recorder: rec, metrics: m, clock: clock.RealClock{},
+				recorder: rec, metrics: m, clock: clock.RealClock{}, namespaces: c,
 			}
 			src := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "src"}}
 			_, err := k.keep(ctx, certWish{

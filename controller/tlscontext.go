@@ -39,12 +39,12 @@ import (
 // v3alpha1 also covers objects written as v2.
 var TLSContextGVK = schema.GroupVersionKind{Group: "getambassador.io", Version: "v3alpha1", Kind: "TLSContext"}
 
-// Issuer signs certificates; *issuer.Local is one.
+// Issuer signs certificates; *issuer.Issuer (whatever its Signer) is one.
 type Issuer interface {
 	Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error)
 }
 
-var _ Issuer = (*issuer.Local)(nil)
+var _ Issuer = (*issuer.Issuer)(nil)
 
 // EventRecorder records Events on the objects meshca acts for
 // (events.k8s.io/v1 semantics: a reason and an action).

@@ -19,7 +19,6 @@ import (
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/internal/testenv"
 	"github.com/meshca/meshca/internal/testpki"
-	"github.com/meshca/meshca/issuer"
 	"github.com/meshca/meshca/rotator"
 )
 
@@ -96,7 +95,6 @@ func TestWorkloadTable(t *testing.T) {
 		namespaces:     []string{ns, wide},
 		skipTLSContext: true,
 		workloads:      true,
-		policy:         issuer.Policy{NamespaceSuffixes: NamespaceSuffixes(env.Client)},
 	})
 	h.create(t, &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: "taken-meshca-tls", Namespace: ns},

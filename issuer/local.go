@@ -1,12 +1,12 @@
 package issuer
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"sync/atomic"
 	"time"
 
 	"k8s.io/utils/clock"
@@ -14,85 +14,36 @@ import (
 	"github.com/meshca/meshca/ca"
 )
 
-// Defaults of LocalConfig.
-const (
-	DefaultBackdate = time.Minute
-	DefaultDuration = 24 * time.Hour
-)
-
-var (
-	// ErrNoCA means the issuer has no CA to sign with yet.
-	ErrNoCA = errors.New("no CA to sign with")
-	// ErrCAExpired means the issuing CA is not valid now.
-	ErrCAExpired = errors.New("issuing CA is not valid now")
-	// ErrCheckFailed means a signed certificate failed the check that runs
-	// before it is returned; it is never handed out.
-	ErrCheckFailed = errors.New("signed certificate failed its check")
-)
-
-// LocalConfig configures the local backend. Zero fields mean the defaults
-// documented on each.
+// LocalConfig configures the local backend: the CA to sign with (its
+// Current slot; nil means none until SetCA), and the pipeline's settings,
+// which mean what the issuer.Config fields of the same names mean (zero
+// values are their defaults).
 type LocalConfig struct {
-	// CA to sign with (its Current slot); nil means none until SetCA.
-	CA *ca.State
-	// Policy applied to every request. The zero value is the namespace
-	// policy for cluster.local; the CLI passes OperatorPolicy().
-	Policy Policy
-	// Clock supplies the current time; nil means the real clock.
-	Clock clock.PassiveClock
-	// Backdate is subtracted from NotBefore; 0 means 1 minute.
-	Backdate time.Duration
-	// DefaultDuration is the lifetime of a request without one; 0 means 24h.
-	DefaultDuration time.Duration
-	// DefaultKeyAlgorithm for a request without one; "" means ecdsa-p256.
+	CA                  *ca.State
+	Policy              Policy
+	Clock               clock.PassiveClock
+	Backdate            time.Duration
+	DefaultDuration     time.Duration
 	DefaultKeyAlgorithm ca.KeyAlgorithm
 }
 
-// Local signs with meshca's own CA: one key generation and one
-// x509.CreateCertificate per certificate (see docs/design.md, "Issuance
-// without cfssl", for why not cfssl's CSR-based local signer). It is safe
-// for concurrent use, and its CA can be swapped at run time with SetCA.
+// Local is the Issuer pipeline signing with meshca's own CA (a LocalSigner),
+// whose CA can be swapped at run time with SetCA. It is safe for concurrent
+// use.
 type Local struct {
-	cfg     LocalConfig
-	current atomic.Pointer[signingCA]
+	*Issuer
 }
 
-// signingCA is everything Issue needs from one CA state, prepared once so
-// the hot path neither parses nor re-verifies the CA.
-type signingCA struct {
-	ca          *ca.CA
-	constraints *nameConstraints
-	profileErr  map[Profile]error // why the chain cannot issue a profile
-	roots       *x509.CertPool    // the trust bundle
-	anchor      *x509.CertPool    // the top of the chain, verified against roots once
-	below       *x509.CertPool    // the chain under the anchor (empty for two levels)
-	chainPEM    []byte
-	bundlePEM   []byte
-	fingerprint string
-	notBefore   time.Time // latest NotBefore of the chain
-	notAfter    time.Time // earliest NotAfter of the chain and its root
-}
-
-// NewLocal returns a local issuer.
+// NewLocal returns an issuer that signs with cfg.CA.
 func NewLocal(cfg LocalConfig) (*Local, error) {
-	if cfg.Clock == nil {
-		cfg.Clock = clock.RealClock{}
-	}
-	if cfg.Backdate == 0 {
-		cfg.Backdate = DefaultBackdate
-	}
-	if cfg.DefaultDuration == 0 {
-		cfg.DefaultDuration = DefaultDuration
-	}
-	if cfg.Backdate < 0 || cfg.DefaultDuration < 0 {
-		return nil, errors.New("new local issuer: backdate and default duration must be positive")
-	}
-	alg, err := ca.ParseKeyAlgorithm(string(cfg.DefaultKeyAlgorithm))
+	iss, err := New(Config{
+		Policy: cfg.Policy, Clock: cfg.Clock, Backdate: cfg.Backdate,
+		DefaultDuration: cfg.DefaultDuration, DefaultKeyAlgorithm: cfg.DefaultKeyAlgorithm,
+	})
 	if err != nil {
-		return nil, fmt.Errorf("new local issuer: %w", err)
+		return nil, err
 	}
-	cfg.DefaultKeyAlgorithm = alg
-	l := &Local{cfg: cfg}
+	l := &Local{Issuer: iss}
 	if cfg.CA != nil {
 		if err := l.SetCA(cfg.CA); err != nil {
 			return nil, err
@@ -104,147 +55,151 @@ func NewLocal(cfg LocalConfig) (*Local, error) {
 // SetCA makes st's Current CA the one that signs, and st's bundle the one
 // returned, atomically for concurrent Issue calls.
 func (l *Local) SetCA(st *ca.State) error {
+	s, err := NewLocalSigner(st)
+	if err != nil {
+		return err
+	}
+	return l.SetSigner(s)
+}
+
+// LocalSigner signs with meshca's own CA: one x509.CreateCertificate per
+// certificate (see docs/design.md, "Issuance without cfssl", for why not
+// cfssl's CSR-based local signer). It is everything signing needs from one
+// CA state, prepared once so the hot path neither parses nor re-verifies
+// the CA, and it never changes: a new CA is a new LocalSigner.
+type LocalSigner struct {
+	ca          *ca.CA
+	constraints *nameConstraints
+	profileErr  map[Profile]error // why the chain cannot issue a profile
+	roots       []*x509.Certificate
+	anchor      *x509.CertPool // the top of the chain, verified against roots once
+	below       *x509.CertPool // the chain under the anchor (empty for two levels)
+	notBefore   time.Time      // latest NotBefore of the chain
+	notAfter    time.Time      // earliest NotAfter of the chain and its root
+}
+
+var (
+	_ Signer       = (*LocalSigner)(nil)
+	_ Bounded      = (*LocalSigner)(nil)
+	_ Rooted       = (*LocalSigner)(nil)
+	_ ChainChecker = (*LocalSigner)(nil)
+)
+
+// NewLocalSigner prepares st's Current CA for signing and st's roots as
+// the trust bundle. It verifies the signing chain against the bundle, once.
+func NewLocalSigner(st *ca.State) (*LocalSigner, error) {
 	if st == nil || st.Current == nil || !st.Current.CanSign() {
-		return fmt.Errorf("set CA: %w", ErrNoCA)
+		return nil, fmt.Errorf("set CA: %w", ErrNoCA)
 	}
 	c := st.Current
 	if err := c.Validate(); err != nil {
-		return fmt.Errorf("set CA: %w", err)
+		return nil, fmt.Errorf("set CA: %w", err)
 	}
-	sc := &signingCA{
+	s := &LocalSigner{
 		ca:          c,
 		constraints: gatherConstraints(append([]*x509.Certificate{c.Root}, c.Chain...)),
 		profileErr:  map[Profile]error{},
-		roots:       x509.NewCertPool(),
+		roots:       st.Roots(),
 		anchor:      x509.NewCertPool(),
 		below:       x509.NewCertPool(),
-		chainPEM:    ca.EncodeCertificatesPEM(c.Chain...),
-		bundlePEM:   st.Bundle(),
-		fingerprint: c.Fingerprint(),
 		notBefore:   c.Root.NotBefore,
 		notAfter:    c.Root.NotAfter,
 	}
-	for _, r := range st.Roots() {
-		sc.roots.AddCert(r)
+	roots := x509.NewCertPool()
+	for _, r := range s.roots {
+		roots.AddCert(r)
 	}
 	chain := x509.NewCertPool()
 	for i, cert := range c.Chain {
 		chain.AddCert(cert)
 		if i < len(c.Chain)-1 {
-			sc.below.AddCert(cert)
+			s.below.AddCert(cert)
 		}
-		if cert.NotBefore.After(sc.notBefore) {
-			sc.notBefore = cert.NotBefore
+		if cert.NotBefore.After(s.notBefore) {
+			s.notBefore = cert.NotBefore
 		}
-		if cert.NotAfter.Before(sc.notAfter) {
-			sc.notAfter = cert.NotAfter
+		if cert.NotAfter.Before(s.notAfter) {
+			s.notAfter = cert.NotAfter
 		}
 	}
-	// The chain is verified against the bundle once, here. Issue verifies
-	// each leaf up to the top of this verified chain (the root itself when
-	// it signs), so it pays one signature check per leaf, not one per level.
+	// The chain is verified against the bundle once, here. CheckChain
+	// verifies each leaf up to the top of this verified chain (the root
+	// itself when it signs), so it pays one signature check per leaf, not
+	// one per level.
 	top := c.Root
 	if len(c.Chain) > 0 {
 		top = c.Chain[len(c.Chain)-1]
 	}
-	sc.anchor.AddCert(top)
-	if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: sc.roots, Intermediates: chain, CurrentTime: sc.notBefore,
+	s.anchor.AddCert(top)
+	if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: roots, Intermediates: chain, CurrentTime: s.notBefore,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
-		return fmt.Errorf("set CA: %w: signing certificate does not chain to the trust bundle: %w", ca.ErrInvalidCA, err)
+		return nil, fmt.Errorf("set CA: %w: signing certificate does not chain to the trust bundle: %w", ca.ErrInvalidCA, err)
 	}
 	// Extended key usages nest down a chain: a signing certificate limited
 	// to serverAuth cannot vouch for clientAuth. Which profiles this chain
 	// can issue is decided here, once.
 	for _, p := range Profiles {
-		if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: sc.roots, Intermediates: chain, CurrentTime: sc.notBefore,
+		if _, err := c.Intermediate.Verify(x509.VerifyOptions{Roots: roots, Intermediates: chain, CurrentTime: s.notBefore,
 			KeyUsages: p.ExtKeyUsages()}); err != nil {
-			sc.profileErr[p] = fmt.Errorf("the signing chain does not allow the usages of profile %s: %w", p, err)
+			s.profileErr[p] = fmt.Errorf("the signing chain does not allow the usages of profile %s: %w", p, err)
 		}
 	}
-	l.current.Store(sc)
-	return nil
+	return s, nil
 }
 
-// Issue checks req against the policy, generates a key, signs a certificate
-// for it, checks the certificate and returns it. A policy refusal is a
-// *PolicyError.
-func (l *Local) Issue(ctx context.Context, req Request) (*Bundle, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	req, err := l.normalize(req)
-	if err != nil {
-		return nil, err
-	}
-	if err := l.cfg.Policy.Check(req); err != nil {
-		return nil, err
-	}
-	sc := l.current.Load()
-	if sc == nil {
-		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, ErrNoCA)
-	}
-	now := l.cfg.Clock.Now()
-	notBefore := now.Add(-l.cfg.Backdate).Truncate(time.Second)
-	notAfter := now.Add(req.Duration).Truncate(time.Second)
-	if notBefore.Before(sc.notBefore) {
-		notBefore = sc.notBefore
-	}
-	if notAfter.After(sc.notAfter) {
-		notAfter = sc.notAfter
-	}
-	if !notAfter.After(now) || now.Before(sc.notBefore) {
-		return nil, fmt.Errorf("issue %s certificate: %w (valid %s to %s)", req.Profile, ErrCAExpired, sc.notBefore, sc.notAfter)
-	}
+// Window is the validity of the signing chain and its root.
+func (s *LocalSigner) Window() (notBefore, notAfter time.Time) { return s.notBefore, s.notAfter }
 
-	if err := sc.profileErr[req.Profile]; err != nil {
-		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
-	}
-	tmpl, err := template(req, notBefore, notAfter)
-	if err != nil {
-		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
-	}
-	key, err := ca.GenerateKey(req.KeyAlgorithm)
-	if err != nil {
-		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
-	}
-	if tmpl.SubjectKeyId, err = subjectKeyID(key.Public()); err != nil {
-		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
+// Roots is the trust bundle of the CA state the signer was made from.
+func (s *LocalSigner) Roots() []*x509.Certificate { return s.roots }
+
+// Sign signs the template with the CA's signing key.
+func (s *LocalSigner) Sign(_ context.Context, req SignRequest) (*SignResponse, error) {
+	if err := s.profileErr[req.Profile]; err != nil {
+		return nil, err
 	}
 	// CreateCertificate refuses a signing key that does not match the
 	// intermediate's public key, and verifies the signature it made with
 	// that key before returning: with the intermediate verified against the
-	// bundle in SetCA, the new leaf chains to the bundle by construction.
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, sc.ca.Intermediate, key.Public(), sc.ca.IntermediateKey)
+	// bundle in NewLocalSigner, the new leaf chains to the bundle by
+	// construction.
+	der, err := x509.CreateCertificate(rand.Reader, req.Template, s.ca.Intermediate, req.PublicKey, s.ca.IntermediateKey)
 	if err != nil {
-		return nil, fmt.Errorf("issue %s certificate: sign: %w", req.Profile, err)
+		return nil, fmt.Errorf("sign: %w", err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
-		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
+		return nil, fmt.Errorf("%w: %w", ErrCheckFailed, err)
 	}
-	if err := sc.check(leaf, Expected{
-		Request: req, PublicKey: key.Public(), Roots: sc.anchor, Intermediates: sc.below,
-		Now: now, NotBefore: notBefore, NotAfter: notAfter, MaxNotAfter: sc.notAfter,
-	}); err != nil {
-		return nil, fmt.Errorf("issue %s certificate: %w: %w", req.Profile, ErrCheckFailed, err)
-	}
-	keyPEM, err := ca.MarshalPrivateKeyPEM(key)
-	if err != nil {
-		return nil, fmt.Errorf("issue %s certificate: %w", req.Profile, err)
-	}
-	// The leaf's PEM is written into a buffer with room for the chain.
-	certPEM := make([]byte, 0, ca.PEMLen("CERTIFICATE", len(der))+len(sc.chainPEM))
-	certPEM = append(ca.AppendPEM(certPEM, "CERTIFICATE", der), sc.chainPEM...)
-	return &Bundle{
-		CertificatePEM:    certPEM,
-		PrivateKeyPEM:     keyPEM,
-		CAPEM:             sc.bundlePEM,
-		Leaf:              leaf,
-		IssuerFingerprint: sc.fingerprint,
-	}, nil
+	return &SignResponse{Leaf: leaf, Chain: s.ca.Chain, Issuer: s.ca.Intermediate}, nil
 }
 
-// normalize fills defaults and rejects malformed requests.
-func (l *Local) normalize(req Request) (Request, error) {
-	return req.Normalize(l.cfg.DefaultDuration, l.cfg.DefaultKeyAlgorithm)
+// CheckChain is the local backend's faster chain check. For the chain it
+// relies on what is already proven instead of a second signature
+// verification: NewLocalSigner verified the signing chain against the
+// bundle and the chain's usages per profile, and CreateCertificate verified
+// the leaf's signature under the intermediate's key. What is left to check
+// structurally is that the leaf names the intermediate as its issuer (name
+// and key identifier), falls inside the chain's validity, and satisfies its
+// name constraints. Chains with constraints the fast check does not read
+// get a full Verify. The Issuer compares the leaf's contents afterwards.
+func (s *LocalSigner) CheckChain(leaf *x509.Certificate, e Expected) error {
+	in := s.ca.Intermediate
+	if !bytes.Equal(leaf.RawIssuer, in.RawSubject) {
+		return errors.New("issuer name is not the signing certificate's subject")
+	}
+	if len(in.SubjectKeyId) > 0 && !bytes.Equal(leaf.AuthorityKeyId, in.SubjectKeyId) {
+		return errors.New("authority key identifier is not the signing certificate's key identifier")
+	}
+	if leaf.NotBefore.Before(s.notBefore) || e.Now.Before(s.notBefore) {
+		return fmt.Errorf("valid from %s, before the signing chain (%s)", leaf.NotBefore, s.notBefore)
+	}
+	switch err := s.constraints.check(leaf); {
+	case errors.Is(err, errUnsupported):
+		e.Roots, e.Intermediates = s.anchor, s.below
+		return verifyChain(leaf, e)
+	case err != nil:
+		return fmt.Errorf("violates the CA's name constraints: %w", err)
+	}
+	return nil
 }

@@ -51,11 +51,9 @@ type Policy struct {
 	// ClusterDomain of Service names; "" means cluster.local.
 	ClusterDomain string
 	// AllowedDNSSuffixes any namespace may claim names under, besides its
-	// own <ns>.svc and <ns>.svc.<cluster-domain>.
+	// own <ns>.svc and <ns>.svc.<cluster-domain> and the request's
+	// NamespaceSuffixes.
 	AllowedDNSSuffixes []string
-	// NamespaceSuffixes returns further suffixes one namespace may claim
-	// (its meshca.io/allowed-dns-suffixes annotation). nil means none.
-	NamespaceSuffixes func(namespace string) []string
 	// AllowWildcards permits a leftmost "*" label under an allowed suffix.
 	AllowWildcards bool
 	// AllowIPSANs permits IP address SANs.
@@ -82,17 +80,18 @@ func (p Policy) trustDomain() string {
 	return p.TrustDomain
 }
 
-// Suffixes returns the DNS suffixes namespace ns may claim names under.
-func (p Policy) Suffixes(ns string) []string {
+// Suffixes returns the DNS suffixes req may claim names under: its
+// namespace's own, the cluster-wide ones and req.NamespaceSuffixes.
+func (p Policy) Suffixes(req Request) []string {
 	cd := p.ClusterDomain
 	if cd == "" {
 		cd = "cluster.local"
 	}
-	out := []string{ns + ".svc", ns + ".svc." + cd}
+	ns := req.Namespace
+	out := make([]string, 0, 2+len(p.AllowedDNSSuffixes)+len(req.NamespaceSuffixes))
+	out = append(out, ns+".svc", ns+".svc."+cd)
 	out = append(out, p.AllowedDNSSuffixes...)
-	if p.NamespaceSuffixes != nil {
-		out = append(out, p.NamespaceSuffixes(ns)...)
-	}
+	out = append(out, req.NamespaceSuffixes...)
 	for i, s := range out {
 		out[i] = strings.ToLower(strings.Trim(s, "."))
 	}
@@ -101,6 +100,8 @@ func (p Policy) Suffixes(ns string) []string {
 
 // Check returns nil if every name of req is allowed, else a *PolicyError
 // for the first one that is not, or an error wrapping ErrInvalidRequest.
+// It is a pure function of p and req: what a namespace's administrator
+// allows it comes in req.NamespaceSuffixes.
 func (p Policy) Check(req Request) error {
 	if !p.Unrestricted && req.Namespace == "" {
 		return fmt.Errorf("%w: no namespace", ErrInvalidRequest)
@@ -115,7 +116,7 @@ func (p Policy) Check(req Request) error {
 	}
 	var suffixes []string
 	if !p.Unrestricted {
-		suffixes = p.Suffixes(req.Namespace)
+		suffixes = p.Suffixes(req)
 	}
 	for _, name := range req.DNSNames {
 		base, wildcard := strings.CutPrefix(name, "*.")

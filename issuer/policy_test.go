@@ -11,13 +11,15 @@ import (
 
 func TestPolicyCheck(t *testing.T) {
 	t.Parallel()
+	// What the controller resolves from each Namespace's annotation and
+	// puts in the request.
 	perNS := func(ns string) []string {
 		if ns == "shop" {
 			return []string{"shop.example.com"}
 		}
 		return nil
 	}
-	strict := issuer.Policy{TrustDomain: "prod.example", ClusterDomain: "k8s.local", NamespaceSuffixes: perNS}
+	strict := issuer.Policy{TrustDomain: "prod.example", ClusterDomain: "k8s.local"}
 	wide := strict
 	wide.AllowedDNSSuffixes = []string{".corp.example"}
 	wide.AllowWildcards, wide.AllowIPSANs, wide.AllowURIs = true, true, true
@@ -60,6 +62,7 @@ func TestPolicyCheck(t *testing.T) {
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
+			tc.req.NamespaceSuffixes = perNS(tc.req.Namespace)
 			err := tc.policy.Check(tc.req)
 			if tc.want == nil {
 				if err != nil {

@@ -76,6 +76,11 @@ type Request struct {
 	Duration time.Duration
 	// KeyAlgorithm of the new key; "" means the issuer's default.
 	KeyAlgorithm ca.KeyAlgorithm
+	// NamespaceSuffixes are further DNS suffixes Namespace may claim names
+	// under, as its administrator allows (the Namespace's
+	// meshca.io/allowed-dns-suffixes annotation), resolved by the caller.
+	// nil means none beyond the policy's.
+	NamespaceSuffixes []string
 }
 
 // Bundle is an issued certificate with its key and the trust bundle.

@@ -49,22 +49,6 @@ func (req Request) Normalize(defaultDuration time.Duration, defaultKeyAlgorithm 
 	return req, nil
 }
 
-// SANs returns every subject alternative name of the request as a string:
-// the SPIFFE ID first, then DNS names, IP addresses and further URIs.
-// step-ca sorts such a list into DNS, IP and URI SANs by syntax;
-// CheckCertificate compares the result with the request.
-func (req Request) SANs() []string {
-	h := make([]string, 0, 1+len(req.DNSNames)+len(req.IPAddresses)+len(req.URIs))
-	if req.SPIFFEID != "" {
-		h = append(h, req.SPIFFEID)
-	}
-	h = append(h, req.DNSNames...)
-	for _, ip := range req.IPAddresses {
-		h = append(h, ip.String())
-	}
-	return append(h, req.URIs...)
-}
-
 // CommonName is the request's first DNS name when it fits the 64 characters
 // of a CommonName, else empty (the subject is then empty and the SAN
 // extension critical, as RFC 5280 asks).

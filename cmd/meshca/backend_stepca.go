@@ -14,8 +14,6 @@ import (
 // stepcaBuilt: this meshca carries the stepca issuer backend.
 const stepcaBuilt = true
 
-var _ controller.Issuer = (*stepca.StepCA)(nil)
-
 // newStepCAIssuer is the stepca backend configured by the --stepca-* flags
 // that validateIssuer has read. It does not contact step-ca: a step-ca that
 // is down fails the Issue calls made while it is, which the controllers

@@ -21,7 +21,7 @@ type certificateIssuer interface {
 	Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error)
 }
 
-var _ certificateIssuer = (*issuer.Local)(nil)
+var _ certificateIssuer = (*issuer.Issuer)(nil)
 
 func newIssueCommand() *cobra.Command {
 	var (

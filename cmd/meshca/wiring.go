@@ -75,7 +75,6 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 		TrustDomain:        o.trustDomain,
 		ClusterDomain:      o.clusterDomain,
 		AllowedDNSSuffixes: o.allowedDNSSuffixes,
-		NamespaceSuffixes:  controller.NamespaceSuffixes(mgr.GetCache()),
 		AllowWildcards:     o.allowWildcards,
 		AllowIPSANs:        o.allowIPSANs,
 	}, alg)

@@ -1,8 +1,11 @@
-// Package stepca is meshca's stepca issuer backend: it asks a running
-// step-ca, through smallstep's client and a JWK provisioner, to sign the
-// certificates meshca would otherwise sign with its internal CA. It applies
-// meshca's namespace policy before step-ca is asked and checks every signed
-// certificate with the same gate as the local backend before returning it.
+// Package stepca is meshca's stepca issuer backend: an issuer.Signer that
+// asks a running step-ca, through smallstep's client and a JWK provisioner,
+// to sign the certificates meshca would otherwise sign with its internal
+// CA. The issuer pipeline around it applies meshca's namespace policy
+// before step-ca is asked and checks every signed certificate before
+// returning it, as for the local backend; this package only adds what
+// step-ca needs: the CSR (it asks the pipeline for one) and a one-time
+// token per request.
 //
 // It lives in its own package because smallstep's client pulls in much of
 // the step-ca server (its databases, cloud KMS and gRPC clients): only a

@@ -13,7 +13,7 @@ import (
 // provisionerKey returns the provisioner's private key: the configured one,
 // or the encrypted one step-ca publishes, fetched and decrypted once. A
 // failed fetch is retried by the next call.
-func (s *StepCA) provisionerKey(ctx context.Context) (*jose.JSONWebKey, error) {
+func (s *Signer) provisionerKey(ctx context.Context) (*jose.JSONWebKey, error) {
 	s.keyMu.Lock()
 	defer s.keyMu.Unlock()
 	if s.key != nil {

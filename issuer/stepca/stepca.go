@@ -2,14 +2,11 @@ package stepca
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"net/url"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/smallstep/certificates/api"
@@ -32,7 +29,8 @@ const (
 )
 
 // Config configures the stepca backend. Zero fields mean the defaults
-// documented on each.
+// documented on each. NewSigner reads the step-ca fields (URL to Timeout,
+// and Clock); New passes the others to the issuer pipeline.
 type Config struct {
 	// URL of step-ca, such as https://step-ca.example:9000. Required.
 	URL string
@@ -50,22 +48,20 @@ type Config struct {
 	ProvisionerKey []byte
 	// ProvisionerPassword decrypts the provisioner key.
 	ProvisionerPassword []byte
-	// Policy applied to every request before step-ca is asked. The zero
-	// value is the namespace policy for cluster.local.
-	Policy issuer.Policy
+	// Timeout of one call to step-ca; 0 means 30s.
+	Timeout time.Duration
 	// Clock supplies the current time of certificates and tokens; nil means
 	// the real clock. step-ca checks tokens against its own clock.
 	Clock clock.PassiveClock
-	// Backdate is subtracted from NotBefore; 0 means 1 minute.
-	Backdate time.Duration
-	// DefaultDuration is the lifetime of a request without one; 0 means
-	// 24h. The provisioner's maxTLSCertDuration must allow every lifetime
-	// asked for, plus step-ca's backdate.
-	DefaultDuration time.Duration
-	// DefaultKeyAlgorithm for a request without one; "" means ecdsa-p256.
+
+	// The pipeline's settings mean what the issuer.Config fields of the
+	// same names mean. The provisioner's maxTLSCertDuration must allow
+	// every lifetime asked for (DefaultDuration, 24h unless set), plus
+	// step-ca's backdate.
+	Policy              issuer.Policy
+	Backdate            time.Duration
+	DefaultDuration     time.Duration
 	DefaultKeyAlgorithm ca.KeyAlgorithm
-	// Timeout of one call to step-ca; 0 means 30s.
-	Timeout time.Duration
 }
 
 var (
@@ -76,53 +72,59 @@ var (
 	ErrSign = errors.New("step-ca did not sign")
 )
 
-// StepCA issues certificates through a remote step-ca. It is safe for
-// concurrent use.
-type StepCA struct {
+// Signer has a remote step-ca sign certificates: it is an issuer.Signer
+// that needs a CSR (step-ca wants proof of possession of the key) and signs
+// a one-time token per request. It is safe for concurrent use.
+type Signer struct {
 	cfg      Config
 	client   *stepclient.Client
 	audience string
-	roots    *x509.CertPool
-	rootPEM  []byte
-	rootsBy  map[string][]*x509.Certificate // by raw subject
-	// notAfter caps the NotAfter asked for: the latest root's at first, the
-	// issuing chain's once step-ca has answered (Unix seconds).
-	notAfter atomic.Int64
+	roots    []*x509.Certificate
+	// latest is the latest NotAfter of the roots: no leaf outlives it. The
+	// issuer learns the issuing chain's own end from step-ca's answers.
+	latest time.Time
 
 	keyMu sync.Mutex
 	key   *jose.JSONWebKey // the decrypted provisioner key once loaded
 }
 
-var _ interface {
-	Issue(context.Context, issuer.Request) (*issuer.Bundle, error)
-} = (*StepCA)(nil)
+var (
+	_ issuer.Signer    = (*Signer)(nil)
+	_ issuer.Bounded   = (*Signer)(nil)
+	_ issuer.Rooted    = (*Signer)(nil)
+	_ issuer.CSRSigner = (*Signer)(nil)
+)
 
-// New returns a stepca issuer. It does not contact step-ca: a step-ca that
-// is down at start only fails the Issue calls made while it is.
-func New(cfg Config) (*StepCA, error) {
+// New returns the issuer pipeline signing through step-ca: NewSigner with
+// the step-ca fields of cfg, issuer.New with the others. It does not
+// contact step-ca: a step-ca that is down at start only fails the Issue
+// calls made while it is.
+func New(cfg Config) (*issuer.Issuer, error) {
+	s, err := NewSigner(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return issuer.New(issuer.Config{
+		Signer: s, Policy: cfg.Policy, Clock: s.cfg.Clock, Backdate: cfg.Backdate,
+		DefaultDuration: cfg.DefaultDuration, DefaultKeyAlgorithm: cfg.DefaultKeyAlgorithm,
+	})
+}
+
+// NewSigner returns a step-ca signer configured by the step-ca fields of
+// cfg. It does not contact step-ca.
+func NewSigner(cfg Config) (*Signer, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
-	}
-	if cfg.Backdate == 0 {
-		cfg.Backdate = issuer.DefaultBackdate
-	}
-	if cfg.DefaultDuration == 0 {
-		cfg.DefaultDuration = issuer.DefaultDuration
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = DefaultTimeout
 	}
-	if cfg.Backdate < 0 || cfg.DefaultDuration < 0 || cfg.Timeout < 0 {
-		return nil, errors.New("new stepca issuer: backdate, default duration and timeout must be positive")
+	if cfg.Timeout < 0 {
+		return nil, errors.New("new stepca issuer: timeout must be positive")
 	}
 	if cfg.Provisioner == "" {
 		return nil, errors.New("new stepca issuer: no provisioner name")
 	}
-	alg, err := ca.ParseKeyAlgorithm(string(cfg.DefaultKeyAlgorithm))
-	if err != nil {
-		return nil, fmt.Errorf("new stepca issuer: %w", err)
-	}
-	cfg.DefaultKeyAlgorithm = alg
 	u, err := url.Parse(cfg.URL)
 	if err != nil || u.Scheme != "https" || u.Host == "" {
 		return nil, fmt.Errorf("new stepca issuer: URL %q: want https://host[:port]", cfg.URL)
@@ -131,23 +133,17 @@ func New(cfg Config) (*StepCA, error) {
 	if err != nil || len(roots) == 0 {
 		return nil, fmt.Errorf("new stepca issuer: root: no certificate in the PEM (%v)", err)
 	}
-	s := &StepCA{
+	s := &Signer{
 		cfg:      cfg,
 		audience: u.ResolveReference(&url.URL{Path: "/1.0/sign"}).String(),
-		roots:    x509.NewCertPool(),
-		rootPEM:  ca.EncodeCertificatesPEM(roots...),
-		rootsBy:  map[string][]*x509.Certificate{},
+		roots:    roots,
 	}
-	var latest time.Time
 	for _, r := range roots {
-		s.roots.AddCert(r)
-		s.rootsBy[string(r.RawSubject)] = append(s.rootsBy[string(r.RawSubject)], r)
-		if r.NotAfter.After(latest) {
-			latest = r.NotAfter
+		if r.NotAfter.After(s.latest) {
+			s.latest = r.NotAfter
 		}
 	}
-	s.notAfter.Store(latest.Unix())
-	s.client, err = stepclient.NewClient(cfg.URL, stepclient.WithCABundle(s.rootPEM), stepclient.WithTimeout(cfg.Timeout))
+	s.client, err = stepclient.NewClient(cfg.URL, stepclient.WithCABundle(ca.EncodeCertificatesPEM(roots...)), stepclient.WithTimeout(cfg.Timeout))
 	if err != nil {
 		return nil, fmt.Errorf("new stepca issuer: client: %w", err)
 	}
@@ -159,84 +155,45 @@ func New(cfg Config) (*StepCA, error) {
 	return s, nil
 }
 
-// Issue checks req against the policy, generates a key, has step-ca sign a
-// certificate for it, checks the certificate and returns it. A policy
-// refusal is an *issuer.PolicyError, returned before step-ca is contacted.
-func (s *StepCA) Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error) {
-	if err := ctx.Err(); err != nil {
-		return nil, err
-	}
-	req, err := req.Normalize(s.cfg.DefaultDuration, s.cfg.DefaultKeyAlgorithm)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.cfg.Policy.Check(req); err != nil {
-		return nil, err
-	}
-	fail := func(format string, args ...any) error {
-		return fmt.Errorf("issue %s certificate through step-ca: "+format, append([]any{req.Profile}, args...)...)
-	}
-	now := s.cfg.Clock.Now()
-	notBefore := now.Add(-s.cfg.Backdate).Truncate(time.Second)
-	notAfter := now.Add(req.Duration).Truncate(time.Second)
-	if limit := time.Unix(s.notAfter.Load(), 0); notAfter.After(limit) {
-		notAfter = limit
-	}
-	if !notAfter.After(now) {
-		return nil, fail("%w (the chain is valid until %s)", issuer.ErrCAExpired, notAfter)
-	}
+// Roots are step-ca's roots (Config.Root).
+func (s *Signer) Roots() []*x509.Certificate { return s.roots }
 
-	key, err := ca.GenerateKey(req.KeyAlgorithm)
-	if err != nil {
-		return nil, fail("%w", err)
-	}
-	csr, err := certificateRequest(req, key)
-	if err != nil {
-		return nil, fail("certificate request: %w", err)
+// Window ends with the latest root: step-ca's issuing chain is unknown
+// until it answers.
+func (s *Signer) Window() (notBefore, notAfter time.Time) { return time.Time{}, s.latest }
+
+// NeedsCSR is true: step-ca signs a CSR, matching its names against the
+// token's.
+func (s *Signer) NeedsCSR() bool { return true }
+
+// Sign has step-ca sign req.CSR, authorized by a one-time token for the
+// template's names and usages, for the template's validity.
+func (s *Signer) Sign(ctx context.Context, req issuer.SignRequest) (*issuer.SignResponse, error) {
+	if req.CSR == nil {
+		return nil, errors.New("step-ca needs a certificate request")
 	}
 	jwk, err := s.provisionerKey(ctx)
 	if err != nil {
-		return nil, fail("%w", err)
+		return nil, err
 	}
-	ott, err := s.token(jwk, req, now)
+	ott, err := s.token(jwk, req, s.cfg.Clock.Now())
 	if err != nil {
-		return nil, fail("one-time token: %w", err)
+		return nil, fmt.Errorf("one-time token: %w", err)
 	}
 	resp, err := s.client.SignWithContext(ctx, &api.SignRequest{
-		CsrPEM:    api.CertificateRequest{CertificateRequest: csr},
+		CsrPEM:    api.CertificateRequest{CertificateRequest: req.CSR},
 		OTT:       ott,
-		NotBefore: api.NewTimeDuration(notBefore),
-		NotAfter:  api.NewTimeDuration(notAfter),
+		NotBefore: api.NewTimeDuration(req.Template.NotBefore),
+		NotAfter:  api.NewTimeDuration(req.Template.NotAfter),
 	})
 	if err != nil {
-		return nil, fail("%w: %w", ErrSign, err)
+		return nil, fmt.Errorf("%w: %w", ErrSign, err)
 	}
 	leaf, chain := split(resp)
 	if leaf == nil || len(chain) == 0 {
-		return nil, fail("%w: step-ca returned no certificate chain", issuer.ErrCheckFailed)
+		return nil, fmt.Errorf("%w: step-ca returned no certificate chain", issuer.ErrCheckFailed)
 	}
-	maxNotAfter := s.chainNotAfter(chain)
-	intermediates := x509.NewCertPool()
-	for _, c := range chain {
-		intermediates.AddCert(c)
-	}
-	if err := issuer.CheckCertificate(leaf, issuer.Expected{
-		Request: req, PublicKey: key.Public(), Roots: s.roots, Intermediates: intermediates,
-		Now: now, NotBefore: notBefore, NotAfter: notAfter, MaxNotAfter: maxNotAfter,
-	}); err != nil {
-		return nil, fail("%w: %w", issuer.ErrCheckFailed, err)
-	}
-	keyPEM, err := ca.MarshalPrivateKeyPEM(key)
-	if err != nil {
-		return nil, fail("%w", err)
-	}
-	return &issuer.Bundle{
-		CertificatePEM:    ca.EncodeCertificatesPEM(append([]*x509.Certificate{leaf}, chain...)...),
-		PrivateKeyPEM:     keyPEM,
-		CAPEM:             s.rootPEM,
-		Leaf:              leaf,
-		IssuerFingerprint: ca.Fingerprint(chain[0]),
-	}, nil
+	return &issuer.SignResponse{Leaf: leaf, Chain: chain}, nil
 }
 
 // split returns the leaf and the intermediates of a sign response.
@@ -260,71 +217,44 @@ func split(resp *api.SignResponse) (*x509.Certificate, []*x509.Certificate) {
 	return certs[0], certs[1:]
 }
 
-// chainNotAfter is the earliest NotAfter of the issuing chain and the roots
-// that may have issued its top, which the leaf must not outlive. It becomes
-// the cap of later requests, so that a chain shorter-lived than the lifetime
-// asked for costs one refused certificate, not every one.
-func (s *StepCA) chainNotAfter(chain []*x509.Certificate) time.Time {
-	earliest := chain[0].NotAfter
-	for _, c := range chain[1:] {
-		if c.NotAfter.Before(earliest) {
-			earliest = c.NotAfter
-		}
+// sans lists the template's names as step-ca's token carries them: the
+// SPIFFE ID first, then DNS names, IP addresses and further URIs.
+func sans(t *x509.Certificate) []string {
+	out := make([]string, 0, len(t.URIs)+len(t.DNSNames)+len(t.IPAddresses))
+	uris := t.URIs
+	if len(uris) > 0 && uris[0].Scheme == "spiffe" {
+		out = append(out, uris[0].String())
+		uris = uris[1:]
 	}
-	top := chain[len(chain)-1]
-	var root time.Time
-	for _, r := range s.rootsBy[string(top.RawIssuer)] {
-		if r.NotAfter.After(root) {
-			root = r.NotAfter
-		}
+	out = append(out, t.DNSNames...)
+	for _, ip := range t.IPAddresses {
+		out = append(out, ip.String())
 	}
-	if !root.IsZero() && root.Before(earliest) {
-		earliest = root
+	for _, u := range uris {
+		out = append(out, u.String())
 	}
-	s.notAfter.Store(earliest.Unix())
-	return earliest
+	return out
 }
 
-// certificateRequest is a PKCS#10 request carrying the request's names:
-// step-ca matches them against the token's SANs.
-func certificateRequest(req issuer.Request, key any) (*x509.CertificateRequest, error) {
-	tmpl := &x509.CertificateRequest{
-		Subject:     pkix.Name{CommonName: req.CommonName()},
-		DNSNames:    req.DNSNames,
-		IPAddresses: req.IPAddresses,
-	}
-	uris := req.URIs
-	if req.SPIFFEID != "" {
-		uris = append([]string{req.SPIFFEID}, uris...)
-	}
-	for _, s := range uris {
-		u, err := url.Parse(s)
-		if err != nil {
-			return nil, err
-		}
-		tmpl.URIs = append(tmpl.URIs, u)
-	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, key)
-	if err != nil {
-		return nil, err
-	}
-	return x509.ParseCertificateRequest(der)
-}
-
-// token is a one-time token for req signed with the provisioner key: the
-// SANs step-ca may sign, and in the "meshca" claim what X509Template needs.
-func (s *StepCA) token(jwk *jose.JSONWebKey, req issuer.Request, now time.Time) (string, error) {
+// token is a one-time token for the template signed with the provisioner
+// key: the SANs step-ca may sign, and in the "meshca" claim what
+// X509Template needs.
+func (s *Signer) token(jwk *jose.JSONWebKey, req issuer.SignRequest, now time.Time) (string, error) {
 	id, err := randutil.Hex(32)
 	if err != nil {
 		return "", err
 	}
-	sans := req.SANs()
-	subject := req.CommonName()
+	t := req.Template
+	names := sans(t)
+	if len(names) == 0 {
+		return "", errors.New("the template has no names")
+	}
+	subject := t.Subject.CommonName
 	if subject == "" {
-		subject = sans[0]
+		subject = names[0]
 	}
 	usages := make([]string, 0, 2)
-	for _, u := range req.Profile.ExtKeyUsages() {
+	for _, u := range t.ExtKeyUsage {
 		switch u {
 		case x509.ExtKeyUsageServerAuth:
 			usages = append(usages, "serverAuth")
@@ -342,8 +272,8 @@ func (s *StepCA) token(jwk *jose.JSONWebKey, req issuer.Request, now time.Time) 
 		token.WithJWTID(id),
 		token.WithIssuedAt(now),
 		token.WithValidity(now, now.Add(TokenLifetime)),
-		token.WithSANS(sans),
-		token.WithClaim("meshca", tokenClaim{Profile: string(req.Profile), CommonName: req.CommonName(), ExtKeyUsage: usages}),
+		token.WithSANS(names),
+		token.WithClaim("meshca", tokenClaim{Profile: string(req.Profile), CommonName: t.Subject.CommonName, ExtKeyUsage: usages}),
 	)
 	if err != nil {
 		return "", err

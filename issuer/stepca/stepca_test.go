@@ -29,7 +29,7 @@ func workloadRequest(ns string) issuer.Request {
 	}
 }
 
-func newStepCA(t *testing.T, cfg stepca.Config) *stepca.StepCA {
+func newStepCA(t *testing.T, cfg stepca.Config) *issuer.Issuer {
 	t.Helper()
 	s, err := stepca.New(cfg)
 	if err != nil {
@@ -64,7 +64,7 @@ func TestStepCA(t *testing.T) {
 		withKey.Policy = issuer.Policy{AllowIPSANs: true, AllowedDNSSuffixes: []string{"example.com"}}
 		configured := newStepCA(t, withKey)
 		tests := map[string]struct {
-			iss     *stepca.StepCA
+			iss     *issuer.Issuer
 			req     issuer.Request
 			purpose string
 		}{

@@ -1,7 +1,6 @@
 package issuer
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -10,7 +9,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
-	"errors"
 	"fmt"
 	"net/url"
 	"time"
@@ -88,36 +86,4 @@ func subjectKeyID(pub crypto.PublicKey) ([]byte, error) {
 	}
 	sum := sha256.Sum256(bits)
 	return sum[:20], nil
-}
-
-// check is the post-sign gate of the local backend. It compares the leaf
-// with the request exactly as CheckCertificate does (key, usages, validity,
-// names). For the chain it relies on what is already proven instead of a
-// second signature verification: SetCA verified the signing chain against
-// the bundle and the chain's usages per profile, and CreateCertificate
-// verified the leaf's signature under the intermediate's key. What is left
-// to check structurally is that the leaf names the intermediate as its
-// issuer (name and key identifier), falls inside the chain's validity, and
-// satisfies its name constraints. Chains with constraints the fast check
-// does not read get a full Verify.
-func (sc *signingCA) check(leaf *x509.Certificate, e Expected) error {
-	in := sc.ca.Intermediate
-	if !bytes.Equal(leaf.RawIssuer, in.RawSubject) {
-		return errors.New("issuer name is not the signing certificate's subject")
-	}
-	if len(in.SubjectKeyId) > 0 && !bytes.Equal(leaf.AuthorityKeyId, in.SubjectKeyId) {
-		return errors.New("authority key identifier is not the signing certificate's key identifier")
-	}
-	if leaf.NotBefore.Before(sc.notBefore) || e.Now.Before(sc.notBefore) {
-		return fmt.Errorf("valid from %s, before the signing chain (%s)", leaf.NotBefore, sc.notBefore)
-	}
-	switch err := sc.constraints.check(leaf); {
-	case errors.Is(err, errUnsupported):
-		if err := verifyChain(leaf, e); err != nil {
-			return err
-		}
-	case err != nil:
-		return fmt.Errorf("violates the CA's name constraints: %w", err)
-	}
-	return checkContents(leaf, e)
 }

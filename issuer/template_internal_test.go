@@ -53,24 +53,29 @@ func TestSubjectKeyIDIsRFC7093Method1(t *testing.T) {
 // leaf that another CA signed fails the gate of this one.
 func TestCheckRefusesLeafOfAnotherCA(t *testing.T) {
 	t.Parallel()
-	locals := make([]*Local, 2)
-	for i := range locals {
+	states := make([]*ca.State, 2)
+	for i := range states {
 		c, err := ca.New(ca.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}
-		if locals[i], err = NewLocal(LocalConfig{CA: ca.NewState(c, "generated", c.Root.NotBefore)}); err != nil {
-			t.Fatal(err)
-		}
+		states[i] = ca.NewState(c, "generated", c.Root.NotBefore)
 	}
-	req := Request{Profile: ProfileWorkload, Namespace: "shop", SPIFFEID: "spiffe://cluster.local/ns/shop/sa/api", DNSNames: []string{"api.shop.svc"}}
-	b, err := locals[0].Issue(context.Background(), req)
+	l, err := NewLocal(LocalConfig{CA: states[0]})
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := locals[1].current.Load()
+	req := Request{Profile: ProfileWorkload, Namespace: "shop", SPIFFEID: "spiffe://cluster.local/ns/shop/sa/api", DNSNames: []string{"api.shop.svc"}}
+	b, err := l.Issue(context.Background(), req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := NewLocalSigner(states[1])
+	if err != nil {
+		t.Fatal(err)
+	}
 	req, _ = req.Normalize(DefaultDuration, ca.ECDSAP256)
-	err = other.check(b.Leaf, Expected{Request: req, PublicKey: b.Leaf.PublicKey, Now: time.Now(),
+	err = other.CheckChain(b.Leaf, Expected{Request: req, PublicKey: b.Leaf.PublicKey, Now: time.Now(),
 		NotBefore: b.Leaf.NotBefore, NotAfter: b.Leaf.NotAfter})
 	if err == nil || !strings.Contains(err.Error(), "issuer") && !strings.Contains(err.Error(), "key identifier") {
 		t.Fatalf("check of a foreign leaf = %v, want an issuer mismatch", err)
