@@ -40,6 +40,9 @@ type ServingCertificate struct {
 	// Changed, when set, makes the loop look again at once (the trust
 	// bundle changed).
 	Changed <-chan struct{}
+	// Metrics counts the Secret's writes with the controllers' (nil: not
+	// counted).
+	Metrics *Metrics
 }
 
 // Start keeps the certificate current until ctx is done.
@@ -92,7 +95,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	if reader == nil {
 		reader = s.Client
 	}
-	w := &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: NewMetrics(nil)}
+	w := &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: s.Metrics}
 	ref := secretRef{s.Namespace, s.Name}
 	existing, err := w.get(ctx, ref)
 	if err != nil {
@@ -131,7 +134,6 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	log.FromContext(ctx).Info("webhook serving certificate issued", "secret", ref.String(), "reason", d.Reason, "notAfter", b.Leaf.NotAfter)
 	return renewAt.Sub(now), nil
 }
-
 // readThrough is a client whose reads go to reader: the serving
 // certificate's Secret is always read from the API server, never from a
 // cache that may not hold meshca's namespace.
