@@ -134,6 +134,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	log.FromContext(ctx).Info("webhook serving certificate issued", "secret", ref.String(), "reason", d.Reason, "notAfter", b.Leaf.NotAfter)
 	return renewAt.Sub(now), nil
 }
+
 // readThrough is a client whose reads go to reader: the serving
 // certificate's Secret is always read from the API server, never from a
 // cache that may not hold meshca's namespace.
