@@ -1,12 +1,12 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -145,7 +145,7 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			ObjectMeta: metav1.ObjectMeta{
 				Name:      key.Name,
 				Namespace: key.Namespace,
-				Labels:    map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
+				Labels:    managedLabels(nil),
 			},
 			Data: map[string]string{bundleKey: string(trust.PEM)},
 		}
@@ -154,24 +154,35 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 			// sees whose it is.
 			return reconcile.Result{}, fmt.Errorf("create ConfigMap %s: %w", key, err)
 		}
-		r.Metrics.BundleWrites.WithLabelValues("create").Inc()
+		r.Metrics.wrote(writeConfigMap, writeCreate)
 		return reconcile.Result{}, nil
 	}
-	if len(cm.Data) == 1 && len(cm.BinaryData) == 0 && bytes.Equal([]byte(cm.Data[bundleKey]), trust.PEM) {
+	want := mergeBundle(cm, trust.PEM)
+	if equality.Semantic.DeepEqual(cm, want) {
 		return reconcile.Result{}, nil
 	}
-	cm = cm.DeepCopy()
-	cm.Data = map[string]string{bundleKey: string(trust.PEM)}
-	cm.BinaryData = nil
 	// Update carries the resourceVersion we read: a concurrent edit fails
 	// with a conflict and the retry starts from fresh data.
-	if err := r.Client.Update(ctx, cm); err != nil {
+	if err := r.Client.Update(ctx, want); err != nil {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			// Someone changed it since we read it: look again shortly.
 			return reconcile.Result{RequeueAfter: 200 * time.Millisecond}, nil
 		}
 		return reconcile.Result{}, fmt.Errorf("update ConfigMap %s: %w", key, err)
 	}
-	r.Metrics.BundleWrites.WithLabelValues("update").Inc()
+	r.Metrics.wrote(writeConfigMap, writeUpdate)
 	return reconcile.Result{}, nil
+}
+
+// mergeBundle is the trust bundle ConfigMap a write of pem leaves of cm
+// (see owned.go): all of its data is meshca's, so it holds ca.crt alone;
+// meshca.io/ annotations go, since meshca sets none; other labels and
+// annotations are kept.
+func mergeBundle(cm *corev1.ConfigMap, pem []byte) *corev1.ConfigMap {
+	out := cm.DeepCopy()
+	out.Labels = managedLabels(cm.Labels)
+	out.Annotations = mergeAnnotations(cm.Annotations, nil)
+	out.Data = mergeOwned(cm.Data, map[string]string{bundleKey: string(pem)}, ownsAll)
+	out.BinaryData = mergeOwned(cm.BinaryData, nil, ownsAll)
+	return out
 }

@@ -70,8 +70,12 @@ func (m *Metrics) forgetSource(source string) {
 	}
 }
 
-// forgetSecret removes the series of a Secret that is gone.
+// forgetSecret removes the series of a Secret that is gone. Nil m (a writer
+// without metrics) has none.
 func (m *Metrics) forgetSecret(ref secretRef) {
+	if m == nil {
+		return
+	}
 	m.expiry.mu.Lock()
 	defer m.expiry.mu.Unlock()
 	m.deleteExpiryLocked(ref)
@@ -81,6 +85,31 @@ func (m *Metrics) deleteExpiryLocked(ref secretRef) {
 	delete(m.expiry.bySecret, ref)
 	m.NotAfter.DeleteLabelValues(ref.Namespace, ref.Name)
 	m.RenewAt.DeleteLabelValues(ref.Namespace, ref.Name)
+}
+
+// The objects and operations of meshca's writes, as wrote takes them.
+const (
+	writeSecret    = "Secret"
+	writeConfigMap = "ConfigMap"
+
+	writeCreate = "create"
+	writeUpdate = "update"
+	writeDelete = "delete"
+)
+
+// wrote records one successful write (op) of a managed object of kind:
+// every writer of Secrets and trust bundle ConfigMaps counts its writes
+// here and nowhere else. Nil m records nothing.
+func (m *Metrics) wrote(kind, op string) {
+	if m == nil {
+		return
+	}
+	switch kind {
+	case writeConfigMap:
+		m.BundleWrites.WithLabelValues(op).Inc()
+	default:
+		m.Writes.WithLabelValues(op).Inc()
+	}
 }
 
 // NewMetrics creates the metrics and registers them with reg (nil: not

@@ -1,11 +1,9 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"maps"
 	"strings"
 	"sync"
 
@@ -141,9 +139,7 @@ func (w *secretWriter) notOwnWrite() predicate.Predicate {
 			w.written.Delete(ref)
 			// A Secret that is gone has no expiry; its source, if it
 			// still wants one, publishes the next.
-			if w.metrics != nil {
-				w.metrics.forgetSecret(ref)
-			}
+			w.metrics.forgetSecret(ref)
 			return true
 		},
 	}
@@ -241,10 +237,17 @@ type desiredSecret struct {
 
 // apply makes the Secret at ref hold d, creating it when existing is nil.
 // It returns whether it wrote. A Secret of the wrong type is replaced, since
-// the type of a Secret cannot change.
+// the type of a Secret cannot change. An existing Secret keeps what is not
+// meshca's (see owned.go): its labels, its annotations outside meshca.io/
+// and its data keys meshca never writes; meshca's part becomes exactly d,
+// so a meshca.io/ annotation or a data key meshca no longer sets goes.
+// existing must carry meshca's label: apply never writes another.
 func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d desiredSecret) (bool, error) {
 	if w.reserved.has(d.ref) {
 		return false, &errReserved{d.ref}
+	}
+	if existing != nil && !isManaged(existing) {
+		return false, &errForeignSecret{d.ref}
 	}
 	if existing != nil && existing.Type != d.typ {
 		if err := w.delete(ctx, existing); err != nil {
@@ -257,7 +260,7 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 			ObjectMeta: metav1.ObjectMeta{
 				Name:            d.ref.Name,
 				Namespace:       d.ref.Namespace,
-				Labels:          map[string]string{meta.LabelManagedBy: meta.ManagedByValue},
+				Labels:          managedLabels(nil),
 				Annotations:     d.annotations,
 				OwnerReferences: d.owners,
 			},
@@ -274,50 +277,34 @@ func (w *secretWriter) apply(ctx context.Context, existing *corev1.Secret, d des
 			return false, fmt.Errorf("create Secret %s: %w", d.ref, err)
 		}
 		w.remember(d.ref, s)
-		w.metrics.Writes.WithLabelValues("create").Inc()
+		w.metrics.wrote(writeSecret, writeCreate)
 		return true, nil
 	}
-	if !needsUpdate(existing, d) {
+	s := mergeSecret(existing, d)
+	if equality.Semantic.DeepEqual(existing, s) {
 		return false, nil
 	}
-	s := existing.DeepCopy()
-	if s.Labels == nil {
-		s.Labels = map[string]string{}
-	}
-	s.Labels[meta.LabelManagedBy] = meta.ManagedByValue
-	if s.Annotations == nil {
-		s.Annotations = map[string]string{}
-	}
-	maps.Copy(s.Annotations, d.annotations)
-	if d.owners != nil {
-		s.OwnerReferences = d.owners
-	}
-	s.Data = d.data
 	// Update carries the resourceVersion we read: a concurrent edit makes
 	// this fail with a conflict and the reconcile retries with fresh data.
 	if err := w.client.Update(ctx, s); err != nil {
 		return false, fmt.Errorf("update Secret %s: %w", d.ref, err)
 	}
 	w.remember(d.ref, s)
-	w.metrics.Writes.WithLabelValues("update").Inc()
+	w.metrics.wrote(writeSecret, writeUpdate)
 	return true, nil
 }
 
-func needsUpdate(s *corev1.Secret, d desiredSecret) bool {
-	if !isManaged(s) || len(s.Data) != len(d.data) {
-		return true
+// mergeSecret is the Secret a write of d leaves of existing (same type):
+// meshca's part of it exactly d, the rest as it was.
+func mergeSecret(existing *corev1.Secret, d desiredSecret) *corev1.Secret {
+	s := existing.DeepCopy()
+	s.Labels = managedLabels(existing.Labels)
+	s.Annotations = mergeAnnotations(existing.Annotations, d.annotations)
+	s.Data = mergeOwned(existing.Data, d.data, ownsSecretData)
+	if d.owners != nil {
+		s.OwnerReferences = d.owners
 	}
-	for k, v := range d.data {
-		if !bytes.Equal(s.Data[k], v) {
-			return true
-		}
-	}
-	for k, v := range d.annotations {
-		if s.Annotations[k] != v {
-			return true
-		}
-	}
-	return d.owners != nil && !equality.Semantic.DeepEqual(s.OwnerReferences, d.owners)
+	return s
 }
 
 // delete removes a managed Secret, only if it is still the one we read.
@@ -333,6 +320,6 @@ func (w *secretWriter) delete(ctx context.Context, s *corev1.Secret) error {
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("delete Secret %s/%s: %w", s.Namespace, s.Name, err)
 	}
-	w.metrics.Writes.WithLabelValues("delete").Inc()
+	w.metrics.wrote(writeSecret, writeDelete)
 	return nil
 }

@@ -40,6 +40,9 @@ type ServingCertificate struct {
 	// Changed, when set, makes the loop look again at once (the trust
 	// bundle changed).
 	Changed <-chan struct{}
+	// Metrics counts the Secret's writes with the controllers' (nil: not
+	// counted).
+	Metrics *Metrics
 }
 
 // Start keeps the certificate current until ctx is done.
@@ -92,7 +95,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	if reader == nil {
 		reader = s.Client
 	}
-	w := &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: NewMetrics(nil)}
+	w := &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: s.Metrics}
 	ref := secretRef{s.Namespace, s.Name}
 	existing, err := w.get(ctx, ref)
 	if err != nil {
