@@ -102,8 +102,9 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err != nil {
 		return err
 	}
+	metrics := controller.NewMetrics(ctrlmetrics.Registry)
 	resync, err := setupCertificates(ctx, mgr, o, certDeps{
-		issuer: backend.issuer, trust: trust, keyAlgorithm: alg, events: events,
+		issuer: backend.issuer, trust: trust, keyAlgorithm: alg, events: events, metrics: metrics,
 		// meshca's own Secrets: no TLSContext or workload may name them.
 		reserved: controller.ReservedSecrets{
 			{Namespace: o.namespace, Name: ca.DefaultSecretName},
@@ -126,7 +127,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err := mgr.Add(manager.RunnableFunc(audit.Start)); err != nil {
 		return err
 	}
-	if err := setupWebhook(mgr, o, cs, state, auth, webhookTrust); err != nil {
+	if err := setupWebhook(mgr, o, cs, state, auth, webhookTrust, metrics); err != nil {
 		return err
 	}
 	// Every certificate and bundle is looked at again after a change.
@@ -199,7 +200,7 @@ func (everyReplica) NeedLeaderElection() bool { return false }
 // every replica, and to the leader the issuance of that certificate and the
 // upkeep of the MutatingWebhookConfiguration's caBundle, both following
 // auth.
-func setupWebhook(mgr ctrl.Manager, o *serveOptions, cs kubernetes.Interface, state *ca.State, auth *authority.Authority, trust *authority.Trust) error {
+func setupWebhook(mgr ctrl.Manager, o *serveOptions, cs kubernetes.Interface, state *ca.State, auth *authority.Authority, trust *authority.Trust, metrics *controller.Metrics) error {
 	logger := mgr.GetLogger().WithName("webhook")
 	cert, err := webhook.NewSecretCertificate(webhook.SecretCertificateConfig{
 		Client: cs, Namespace: o.namespace, Name: o.webhookSecret, Logger: logger,
@@ -250,7 +251,7 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, cs kubernetes.Interface, st
 	serving := &controller.ServingCertificate{
 		// Reads go to the API server: the Secret is in meshca's namespace,
 		// which the cache may not watch.
-		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Issuer: servingIssuer, Trust: trust,
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Issuer: servingIssuer, Trust: trust, Metrics: metrics,
 		Namespace: o.namespace, Name: o.webhookSecret, Names: o.webhookNames,
 		Changed: servingChanged,
 	}
@@ -297,6 +298,7 @@ type certDeps struct {
 	trust        *authority.Trust
 	keyAlgorithm ca.KeyAlgorithm
 	events       controller.EventRecorder
+	metrics      *controller.Metrics
 	reserved     controller.ReservedSecrets
 }
 
@@ -315,7 +317,7 @@ func setupCertificates(ctx context.Context, mgr ctrl.Manager, o *serveOptions, d
 	// One limiter for both certificate controllers: --max-issuance-rate is
 	// the daemon's.
 	limiter := rate.NewLimiter(rate.Limit(o.maxIssuanceRate), burst)
-	metrics := controller.NewMetrics(ctrlmetrics.Registry)
+	metrics := d.metrics
 	tls := &controller.TLSContextReconciler{
 		Client:   mgr.GetClient(),
 		Issuer:   d.issuer,
