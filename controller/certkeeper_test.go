@@ -157,7 +157,9 @@ func TestCertKeeperDecisions(t *testing.T) {
 				if _, err := other.k.keep(context.Background(), other.wish(), mustSnapshot(t, other.trust)); err != nil {
 					t.Fatal(err)
 				}
-				w.edit(t, func(s *corev1.Secret) { s.Data[corev1.TLSPrivateKeyKey] = other.secret(t).Data[corev1.TLSPrivateKeyKey] })
+				w.edit(t, func(s *corev1.Secret) {
+					s.Data[corev1.TLSPrivateKeyKey] = other.secret(t).Data[corev1.TLSPrivateKeyKey]
+				})
 			}, wantReason: rotator.ReasonKeyMismatch, wantEvents: renewed},
 		},
 		"garbage is repaired": {
