@@ -188,6 +188,17 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 		return keptCert{}, err
 	}
 	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
+	if k.dueAtOnce(w, b.Leaf, renewAt) {
+		// Written, it would be renewed at once, and again, for as long as
+		// the object asks: the certificate is dropped instead.
+		k.metrics.Rejected.WithLabelValues("spec").Inc()
+		k.recorder.Eventf(w.Source, nil, corev1.EventTypeWarning, EventInvalidSpec, "Issue",
+			"Secret %s: a certificate of %s with %s=%s and %s=%s would be due for renewal %s after it is issued; "+
+				"nothing was written: lengthen %s or shorten %s",
+			w.Ref, b.Leaf.NotAfter.Sub(b.Leaf.NotBefore), meta.AnnotationDuration, w.Duration, meta.AnnotationRenewBefore, w.RenewBefore,
+			renewAt.Sub(k.clock.Now()).Round(time.Second), meta.AnnotationDuration, meta.AnnotationRenewBefore)
+		return keptCert{}, nil
+	}
 	// ca.crt always comes from Trust, the one source of the bundle: the
 	// issuer's CAPEM may run ahead of or behind it during a CA change.
 	d := tlsSecret(w, b.CertificatePEM, b.PrivateKeyPEM, trust.PEM, b.Leaf, b.IssuerFingerprint, decision.Reason, renewAt)
@@ -209,6 +220,29 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 		w.Ref, verb, decision.Reason, decision.Message, serialHex(b.Leaf), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	k.metrics.setExpiry(w.SourceKey, w.Ref, b.Leaf, renewAt)
 	return keptCert{After: k.until(renewAt), Serial: serialHex(b.Leaf), Reason: decision.Reason, Issued: true, Bundle: bundle, IssuedBundle: bundle}, nil
+}
+
+// minRenewalShare is the least part of a new certificate's lifetime that
+// must pass before it is due for renewal.
+const minRenewalShare = 10
+
+// dueAtOnce reports whether a certificate just signed for w would be due
+// for renewal (renewAt) before a tenth of its lifetime has passed: with
+// meshca.io/duration too short for the issuer's backdate (which counts in
+// the lifetime), or meshca.io/renew-before close to the lifetime, every
+// renewal would make another at once. Only what the object asked for is
+// refused: with the daemon's defaults, or a lifetime cut short by a CA
+// near its end, the certificate is kept.
+func (k *certKeeper) dueAtOnce(w certWish, leaf *x509.Certificate, renewAt time.Time) bool {
+	if w.Duration <= 0 && w.RenewBefore <= 0 {
+		return false
+	}
+	now := k.clock.Now()
+	if w.Duration > 0 && leaf.NotAfter.Before(now.Add(w.Duration-time.Second)) {
+		return false // cut short by the CA, not by the object
+	}
+	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)
+	return renewAt.Sub(now) < lifetime/minRenewalShare
 }
 
 // refresh keeps a good certificate's Secret current: ca.crt follows the

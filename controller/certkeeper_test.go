@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"cmp"
 	"context"
 	"strings"
 	"testing"
@@ -8,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -33,6 +35,8 @@ type keeperWorld struct {
 	st     *ca.State
 	holder string // what the fake claim says holds a contested Secret
 	write  bool   // whether the fake claim lets the source write
+	// duration and renewBefore, when set, are the wish's annotations.
+	duration, renewBefore time.Duration
 }
 
 func newKeeperWorld(t *testing.T) *keeperWorld {
@@ -43,6 +47,9 @@ func newKeeperWorld(t *testing.T) *keeperWorld {
 		t.Fatal(err)
 	}
 	st := ca.NewState(c, ca.SourceGenerated, clk.Now())
+	// The CA is older than the issuer's backdate, as in a running
+	// cluster: leaves start a minute before they are issued.
+	clk.Step(time.Hour)
 	iss, err := issuer.NewLocal(issuer.LocalConfig{CA: st, Clock: clk, DefaultDuration: time.Hour})
 	if err != nil {
 		t.Fatal(err)
@@ -65,13 +72,14 @@ const keeperSource = "TLSContext/shop/gw"
 
 func (w *keeperWorld) wish() certWish {
 	return certWish{
-		Source:    &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "gw"}},
-		SourceKey: keeperSource,
-		Ref:       secretRef{Namespace: "shop", Name: "gw-tls"},
-		Profile:   issuer.ProfileGateway,
-		SPIFFEID:  "spiffe://cluster.local/ns/shop/sa/gw",
-		DNSNames:  []string{"gw.shop.svc"},
-		Duration:  time.Hour,
+		Source:      &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "gw"}},
+		SourceKey:   keeperSource,
+		Ref:         secretRef{Namespace: "shop", Name: "gw-tls"},
+		Profile:     issuer.ProfileGateway,
+		SPIFFEID:    "spiffe://cluster.local/ns/shop/sa/gw",
+		DNSNames:    []string{"gw.shop.svc"},
+		Duration:    cmp.Or(w.duration, time.Hour),
+		RenewBefore: w.renewBefore,
 		Claim: func(_ context.Context, s *corev1.Secret, _, _ bool) (claimVerdict, error) {
 			holder := w.holder
 			if holder == "" {
@@ -228,6 +236,31 @@ func TestCertKeeperDecisions(t *testing.T) {
 				}
 			}},
 		},
+		// A tenant's annotations must not make meshca renew in a loop:
+		// with the 1-minute backdate counted in the lifetime, 30 s would
+		// be due before it is issued (seen: 34 certificates in 30 s).
+		"a duration too short to outlive its renewal is refused": {
+			{before: func(_ *testing.T, w *keeperWorld) { w.duration = 30 * time.Second },
+				wantEvents: []string{"Warning InvalidSpec"}, wantAfter: noSecret},
+		},
+		"a renew-before as long as the lifetime is refused": {
+			{before: func(_ *testing.T, w *keeperWorld) { w.renewBefore = time.Hour },
+				wantEvents: []string{"Warning InvalidSpec"}, wantAfter: noSecret},
+		},
+		"a refused renewal keeps the certificate there": {
+			{wantReason: rotator.ReasonMissing, wantEvents: issued},
+			{advance: 40 * time.Minute, before: func(_ *testing.T, w *keeperWorld) { w.renewBefore = 59 * time.Minute },
+				wantEvents: []string{"Warning InvalidSpec"}, wantAfter: func(t *testing.T, w *keeperWorld, after time.Duration) {
+					if after != 0 || w.secret(t).Annotations[meta.AnnotationReason] != rotator.ReasonMissing {
+						t.Error("a refused renewal wrote the Secret or asked to look again")
+					}
+				}},
+		},
+		"the shortest sane duration is kept": {
+			{before: func(_ *testing.T, w *keeperWorld) { w.duration = 90 * time.Second },
+				wantReason: rotator.ReasonMissing, wantEvents: issued, wantAfter: renewAtIs},
+			{advance: 10 * time.Second},
+		},
 		"a Secret meshca does not own is never written": {
 			{before: func(t *testing.T, w *keeperWorld) {
 				if err := w.c.Create(context.Background(), &corev1.Secret{
@@ -279,6 +312,15 @@ func TestCertKeeperDecisions(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// noSecret checks that nothing was written and no look again asked for.
+func noSecret(t *testing.T, w *keeperWorld, after time.Duration) {
+	t.Helper()
+	err := w.c.Get(context.Background(), client.ObjectKey{Namespace: "shop", Name: "gw-tls"}, &corev1.Secret{})
+	if !apierrors.IsNotFound(err) || after != 0 {
+		t.Errorf("Secret read: %v, look again in %s; want none and none", err, after)
 	}
 }
 

@@ -301,6 +301,11 @@ func TestNoLoopFromOneObject(t *testing.T) {
 		workload("DaemonSet", a, "ds-k5", "", certAnn(meta.AnnotationSecretName, "k5")),
 		tlsContext(a, "self-x", issue, map[string]any{"secret": "k6." + b, "ca_secret": "k6"}),
 		tlsContext(b, "self-y", issue, map[string]any{"secret": "k6." + a, "ca_secret": "k6"}),
+		// Annotations that would make every certificate due when issued:
+		// 30 s is less than the 1-minute backdate plus a renewal margin,
+		// and a renew-before of the whole default lifetime.
+		tlsContext(a, "too-short", map[string]string{meta.AnnotationIssue: "true", meta.AnnotationDuration: "30s"}, map[string]any{"secret": "k7"}),
+		workload("Deployment", a, "renew-all-the-time", "", certAnn(meta.AnnotationSecretName, "k8", meta.AnnotationRenewBefore, "24h")),
 	}
 	start := issued()
 	for _, o := range all {
@@ -313,7 +318,7 @@ func TestNoLoopFromOneObject(t *testing.T) {
 		h.rec.ResyncAll(ctx)
 		h.work.ResyncAll(ctx)
 	}
-	for _, name := range []string{"same", "same-ns", "same-flat", "same-cross"} {
+	for _, name := range []string{"same", "same-ns", "same-flat", "same-cross", "too-short", "renew-all-the-time"} {
 		h.waitEvent(t, a, name, EventInvalidSpec)
 	}
 	cancel()
@@ -347,7 +352,7 @@ func TestNoLoopFromOneObject(t *testing.T) {
 			t.Errorf("Secret %s: %d creates, %d changes, %d deletes in 30 s (%v): a loop", name, added, modified, deleted, evs)
 		}
 	}
-	for _, s := range []string{a + "/s1", a + "/s2", a + "/s3.x", b + "/s4"} {
+	for _, s := range []string{a + "/s1", a + "/s2", a + "/s3.x", b + "/s4", a + "/k7", a + "/k8"} {
 		if _, ok := writes[s]; ok {
 			t.Errorf("Secret %s written for an invalid spec", s)
 		}

@@ -142,7 +142,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"namespace", "secret"}),
 		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshca_requests_rejected_total",
-			Help: "Requests refused before signing, by rule (policy, spec, cross-namespace).",
+			Help: "Requests refused, with nothing written, by rule (policy, spec, cross-namespace).",
 		}, []string{"rule"}),
 		BundleWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meshca_trust_bundle_writes_total",
