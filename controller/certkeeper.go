@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"slices"
 	"time"
@@ -42,12 +43,19 @@ type certKeeper struct {
 	// namespaces reads the source's Namespace for the DNS suffixes its
 	// administrator allows: the manager's cached client.
 	namespaces client.Reader
+	// holders looks up whether the recorded holder of a contested Secret
+	// still wants it (see decideClaim); nil looks up none.
+	holders holderLookup
+	// meshcaOwn is set on the keeper of meshca's own certificate (the
+	// webhook's serving Secret, reserved to it): no claim is decided,
+	// whatever holder the Secret records, since no source may name it.
+	meshcaOwn bool
 }
 
 // newCertKeeper builds the keeper of a reconciler from its dependencies,
 // filling their documented defaults in place: a nil reader becomes the
 // manager's direct API reader, a nil clock the real clock.
-func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk *clock.PassiveClock, iss Issuer, rec EventRecorder, m *Metrics, lim *rate.Limiter, reserved ReservedSecrets) *certKeeper {
+func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk *clock.PassiveClock, iss Issuer, rec EventRecorder, m *Metrics, lim *rate.Limiter, reserved ReservedSecrets, holders holderLookup) *certKeeper {
 	if *clk == nil {
 		*clk = clock.RealClock{}
 	}
@@ -63,6 +71,7 @@ func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk
 		clock:    *clk,
 		// Namespaces are read from the cache, like the reconcilers' own.
 		namespaces: c,
+		holders:    holders,
 	}
 }
 
@@ -75,17 +84,14 @@ type certWish struct {
 	Profile   issuer.Profile
 	SPIFFEID  string
 	DNSNames  []string
+	// IPAddresses are IP SANs (meshca's own serving certificate only).
+	IPAddresses []net.IP
 	// Duration, RenewBefore and KeyAlgorithm: zero means the defaults.
 	Duration     time.Duration
 	RenewBefore  time.Duration
 	KeyAlgorithm string
 	// Owners, when set, become the Secret's owner references.
 	Owners []metav1.OwnerReference
-	// Claim decides whether the source may write an existing managed
-	// Secret (see decideClaim); satisfied reports whether the Secret
-	// already holds a certificate the source would keep, createdFor
-	// whether meshca created it for the source (certKeeper.createdFor).
-	Claim func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error)
 }
 
 // keptCert is what keep left in the Secret.
@@ -133,14 +139,24 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 		observed = rotator.Observe(true, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey])
 		renew = existing.Annotations[meta.AnnotationRenewRequested]
 	}
-	wanted := rotator.Wanted{DNSNames: w.DNSNames, URIs: []string{w.SPIFFEID}, KeyAlgorithm: w.KeyAlgorithm}
+	wanted := rotator.Wanted{DNSNames: w.DNSNames, KeyAlgorithm: w.KeyAlgorithm}
+	if w.SPIFFEID != "" {
+		wanted.URIs = []string{w.SPIFFEID}
+	}
+	for _, ip := range w.IPAddresses {
+		wanted.IPAddresses = append(wanted.IPAddresses, ip.String())
+	}
 	decision := rotator.Evaluate(rotator.Input{
 		Now: k.clock.Now(), Observed: observed, Wanted: wanted, Roots: trust.Pool, Policy: policy, RenewRequested: renew,
 	}, rotator.DefaultChecks)
 
 	holder := w.SourceKey
-	if existing != nil {
-		v, err := w.Claim(ctx, existing, !decision.Needed, k.createdFor(w, existing, observed.Leaf))
+	if existing != nil && !k.meshcaOwn {
+		kind, ns, _, _ := parseSourceKey(w.SourceKey)
+		v, err := k.claim(ctx, claimant{
+			Key: w.SourceKey, Kind: kind, Namespace: ns, Use: useCertificate,
+			Satisfied: !decision.Needed, CreatedFor: k.createdFor(w, existing, observed.Leaf),
+		}, existing)
 		if err != nil {
 			return keptCert{}, err
 		}
@@ -168,6 +184,7 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 		Namespace:    w.Source.GetNamespace(),
 		SPIFFEID:     w.SPIFFEID,
 		DNSNames:     w.DNSNames,
+		IPAddresses:  w.IPAddresses,
 		Duration:     w.Duration,
 		KeyAlgorithm: ca.KeyAlgorithm(w.KeyAlgorithm),
 		// The policy is a pure function of the request: what the
@@ -294,6 +311,20 @@ func (k *certKeeper) createdFor(w certWish, s *corev1.Secret, leaf *x509.Certifi
 		return false
 	}
 	return slices.ContainsFunc(leaf.URIs, func(u *url.URL) bool { return u.String() == w.SPIFFEID })
+}
+
+// claim decides whether c may write the existing managed Secret s (see
+// decideClaim): the holder it records is looked up only when it is not
+// the claimant.
+func (k *certKeeper) claim(ctx context.Context, c claimant, s *corev1.Secret) (claimVerdict, error) {
+	h := parseHolder(s.Annotations[meta.AnnotationSource])
+	if k.holders != nil && h.Key != c.Key {
+		var err error
+		if h, err = k.holders.lookup(ctx, h, secretRef{s.Namespace, s.Name}); err != nil {
+			return claimVerdict{}, err
+		}
+	}
+	return decideClaim(s.Namespace, c, h), nil
 }
 
 // conflict records that the claim on Secret s was refused: another source

@@ -27,14 +27,15 @@ import (
 // claims take milliseconds to prove here, where the end-to-end tests wait
 // on the wall clock against a real API server.
 type keeperWorld struct {
-	clk    *clocktesting.FakeClock
-	c      client.Client
-	k      *certKeeper
-	rec    *recordedEvents
-	trust  *authority.Trust
-	st     *ca.State
-	holder string // what the fake claim says holds a contested Secret
-	write  bool   // whether the fake claim lets the source write
+	clk   *clocktesting.FakeClock
+	c     client.Client
+	k     *certKeeper
+	rec   *recordedEvents
+	trust *authority.Trust
+	st    *ca.State
+	// live are the holders (meshca.io/source) that still want the
+	// Secret they hold, as the fake lookup tells the claim rules.
+	live fakeHolders
 	// duration and renewBefore, when set, are the wish's annotations.
 	duration, renewBefore time.Duration
 }
@@ -60,12 +61,20 @@ func newKeeperWorld(t *testing.T) *keeperWorld {
 	}
 	fc := fake.NewClientBuilder().Build()
 	m := NewMetrics(prometheus.NewRegistry())
-	w := &keeperWorld{clk: clk, c: fc, rec: &recordedEvents{}, trust: trust, st: st, write: true}
+	w := &keeperWorld{clk: clk, c: fc, rec: &recordedEvents{}, trust: trust, st: st, live: fakeHolders{}}
 	w.k = &certKeeper{
 		secrets: &secretWriter{client: fc, reader: fc, metrics: m}, issuer: iss,
-		recorder: w.rec, metrics: m, clock: clk, namespaces: fc,
+		recorder: w.rec, metrics: m, clock: clk, namespaces: fc, holders: w.live,
 	}
 	return w
+}
+
+// fakeHolders says which holders are live, and how they use their Secret.
+type fakeHolders map[string]use
+
+func (f fakeHolders) lookup(_ context.Context, h holder, _ secretRef) (holder, error) {
+	h.Use, h.Live = f[h.Key]
+	return h, nil
 }
 
 const keeperSource = "TLSContext/shop/gw"
@@ -80,13 +89,6 @@ func (w *keeperWorld) wish() certWish {
 		DNSNames:    []string{"gw.shop.svc"},
 		Duration:    cmp.Or(w.duration, time.Hour),
 		RenewBefore: w.renewBefore,
-		Claim: func(_ context.Context, s *corev1.Secret, _, _ bool) (claimVerdict, error) {
-			holder := w.holder
-			if holder == "" {
-				holder = s.Annotations[meta.AnnotationSource]
-			}
-			return claimVerdict{Write: w.write, Holder: holder, Rule: "fake rule"}, nil
-		},
 	}
 }
 
@@ -217,8 +219,12 @@ func TestCertKeeperDecisions(t *testing.T) {
 		"a holder that keeps its Secret is not overwritten": {
 			{wantReason: rotator.ReasonMissing, wantEvents: issued},
 			{before: func(t *testing.T, w *keeperWorld) {
-				w.write, w.holder = false, "TLSContext/shop/other"
-				w.edit(t, func(s *corev1.Secret) { s.Data[corev1.TLSCertKey] = []byte("theirs") })
+				// A live holder with the smaller name keeps it.
+				w.live["TLSContext/shop/a"] = useCertificate
+				w.edit(t, func(s *corev1.Secret) {
+					s.Annotations[meta.AnnotationSource] = "TLSContext/shop/a"
+					s.Data[corev1.TLSCertKey] = []byte("theirs")
+				})
 			}, wantEvents: []string{"Warning SecretConflict"}, wantAfter: func(t *testing.T, w *keeperWorld, after time.Duration) {
 				if after != 0 || string(w.secret(t).Data[corev1.TLSCertKey]) != "theirs" {
 					t.Errorf("a refused claim wrote the Secret or asked to look again in %s", after)
@@ -229,7 +235,6 @@ func TestCertKeeperDecisions(t *testing.T) {
 			{wantReason: rotator.ReasonMissing, wantEvents: issued},
 			{before: func(t *testing.T, w *keeperWorld) {
 				w.edit(t, func(s *corev1.Secret) { s.Annotations[meta.AnnotationSource] = "TLSContext/shop/gone" })
-				w.holder = keeperSource
 			}, wantAfter: func(t *testing.T, w *keeperWorld, _ time.Duration) {
 				if got := w.secret(t).Annotations[meta.AnnotationSource]; got != keeperSource {
 					t.Errorf("source after the takeover is %q, want %q", got, keeperSource)

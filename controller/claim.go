@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -75,6 +76,17 @@ type holder struct {
 	// the Secret; Use is then how it uses it.
 	Live bool
 	Use  use
+}
+
+// holderLookup tells the claim rules whether a Secret's recorded holder is
+// live: it exists, is managed and still names the Secret at ref, and as
+// what (holder.Live, holder.Use). Each source kind has one, built from the
+// reconciler's reader and configuration when the keeper is: the keeper asks
+// it, the reconciler is never called back. A lookup fills in only holders
+// of its own kind and returns the others as given; decideClaim reads Live
+// only when the claimant and the holder are of the same kind.
+type holderLookup interface {
+	lookup(ctx context.Context, h holder, ref secretRef) (holder, error)
 }
 
 // parseHolder fills the parsed fields of a holder from its key.

@@ -132,13 +132,11 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 		clock:    clock.RealClock{},
 		// The Namespace's allowed suffixes, were it to issue.
 		namespaces: env.Client,
+		holders:    tlsContextHolders{reader: env.Client},
 	}
 	wish := certWish{
 		Source: src, SourceKey: sourceKey("TLSContext", ns, "tc"), Ref: *w.Secret,
 		Profile: issuer.ProfileGateway, SPIFFEID: h.rec.spiffeID(ns, w.ServiceAccount), DNSNames: w.DNSNames,
-		Claim: func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
-			return h.rec.claim(ctx, src, s, useCertificate, satisfied, createdFor)
-		},
 	}
 	trust, err := h.trust.Snapshot(ctx)
 	if err != nil {

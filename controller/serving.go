@@ -7,20 +7,24 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/clock"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/meshca/meshca/authority"
-	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/issuer"
-	"github.com/meshca/meshca/rotator"
 )
 
 // ServingCertificate keeps meshca's own webhook serving certificate (profile
 // serving) in a kubernetes.io/tls Secret in meshca's namespace, renewing it
 // on schedule. Every replica's webhook server reloads it from that Secret.
-// It runs on the leader.
+// It runs on the leader. The certificate is kept by the same certKeeper as
+// every tenant's, with the differences that make it meshca's: the Secret is
+// one of meshca's reserved ones, which only this keeper may write, no claim
+// is decided (no source may hold it), issuance is not paced by the tenants'
+// limiter, and its Events regard the Secret itself.
 type ServingCertificate struct {
 	// Client writes the Secret; Reader reads it, directly from the API
 	// server (meshca's namespace may be outside the cache). A nil Reader
@@ -29,6 +33,9 @@ type ServingCertificate struct {
 	Reader client.Reader
 	Issuer Issuer
 	Trust  *authority.Trust
+	// Recorder records the Events of the certificate on its Secret; nil
+	// records none.
+	Recorder EventRecorder
 	// Namespace and Name of the Secret.
 	Namespace, Name string
 	// Names are DNS names or IP addresses of the webhook.
@@ -40,19 +47,15 @@ type ServingCertificate struct {
 	// Changed, when set, makes the loop look again at once (the trust
 	// bundle changed).
 	Changed <-chan struct{}
-	// Metrics counts the Secret's writes with the controllers' (nil: not
-	// counted).
+	// Metrics counts the Secret's writes and exports its expiry with the
+	// controllers' (nil: a private, unregistered set).
 	Metrics *Metrics
+
+	keeper *certKeeper
 }
 
 // Start keeps the certificate current until ctx is done.
 func (s *ServingCertificate) Start(ctx context.Context) error {
-	if s.Clock == nil {
-		s.Clock = clock.RealClock{}
-	}
-	if s.Retry == 0 {
-		s.Retry = 10 * time.Second
-	}
 	logger := log.FromContext(ctx).WithValues("secret", s.Namespace+"/"+s.Name)
 	for {
 		wait, err := s.ensure(ctx)
@@ -72,18 +75,11 @@ func (s *ServingCertificate) Start(ctx context.Context) error {
 	}
 }
 
-// ensure issues the certificate if it is missing, drifted or due, and
-// returns how long until it is due.
+// ensure keeps the certificate and returns how long until it next needs a
+// look.
 func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) {
-	var dns, ips []string
-	var ipAddrs []net.IP
-	for _, n := range s.Names {
-		if ip := net.ParseIP(n); ip != nil {
-			ips = append(ips, ip.String())
-			ipAddrs = append(ipAddrs, ip)
-		} else {
-			dns = append(dns, n)
-		}
+	if s.keeper == nil {
+		s.keeper = s.newKeeper()
 	}
 	// Nothing is written before the first bundle: on a new leader that is
 	// the CA Secret as its CA rotator reads it, not as it was at start.
@@ -91,49 +87,76 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	if err != nil {
 		return 0, err
 	}
+	var dns []string
+	var ips []net.IP
+	for _, n := range s.Names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	ref := secretRef{s.Namespace, s.Name}
+	kept, err := s.keeper.keep(ctx, certWish{
+		// The Secret stands for meshca: the Events are on it.
+		Source:      &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}},
+		SourceKey:   sourceKey(holderKindMeshca, s.Namespace, "webhook"),
+		Ref:         ref,
+		Profile:     issuer.ProfileServing,
+		DNSNames:    dns,
+		IPAddresses: ips,
+	}, trust)
+	if err != nil {
+		return 0, fmt.Errorf("webhook serving certificate: %w", err)
+	}
+	if kept.After == 0 {
+		// Refused (a Secret without meshca's label is in the way): the
+		// Event says why; look again later.
+		return s.Retry, nil
+	}
+	if kept.Issued {
+		log.FromContext(ctx).Info("webhook serving certificate issued", "secret", ref.String(), "reason", kept.Reason, "serial", kept.Serial)
+	}
+	return kept.After, nil
+}
+
+// newKeeper fills the defaults and builds the keeper of meshca's own
+// certificate.
+func (s *ServingCertificate) newKeeper() *certKeeper {
+	if s.Clock == nil {
+		s.Clock = clock.RealClock{}
+	}
+	if s.Retry == 0 {
+		s.Retry = 10 * time.Second
+	}
 	reader := s.Reader
 	if reader == nil {
 		reader = s.Client
 	}
-	w := &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: s.Metrics}
-	ref := secretRef{s.Namespace, s.Name}
-	existing, err := w.get(ctx, ref)
-	if err != nil {
-		return 0, err
+	m := s.Metrics
+	if m == nil {
+		m = NewMetrics(nil)
 	}
-	observed := rotator.Observe(existing != nil, nil, nil)
-	if existing != nil {
-		observed = rotator.Observe(true, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey])
+	rec := s.Recorder
+	if rec == nil {
+		rec = noEvents{}
 	}
-	now := s.Clock.Now()
-	d := rotator.Evaluate(rotator.Input{Now: now, Observed: observed, Wanted: rotator.Wanted{DNSNames: dns, IPAddresses: ips},
-		Roots: trust.Pool}, rotator.DefaultChecks)
-	if !d.Needed {
-		return d.RenewAt.Sub(now), nil
+	return &certKeeper{
+		// No reserved Secrets: this writer keeps one of them.
+		secrets:    &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: m},
+		issuer:     s.Issuer,
+		recorder:   rec,
+		metrics:    m,
+		clock:      s.Clock,
+		namespaces: reader,
+		meshcaOwn:  true,
 	}
-	b, err := s.Issuer.Issue(ctx, issuer.Request{Profile: issuer.ProfileServing, Namespace: s.Namespace, DNSNames: dns, IPAddresses: ipAddrs})
-	if err != nil {
-		return 0, fmt.Errorf("issue webhook serving certificate: %w", err)
-	}
-	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, rotator.Policy{}, b.Leaf.SerialNumber.Bytes())
-	want := desiredSecret{
-		ref: ref, typ: corev1.SecretTypeTLS,
-		data: map[string][]byte{corev1.TLSCertKey: b.CertificatePEM, corev1.TLSPrivateKeyKey: b.PrivateKeyPEM, corev1.ServiceAccountRootCAKey: trust.PEM},
-		annotations: map[string]string{
-			meta.AnnotationSerial:   serialHex(b.Leaf),
-			meta.AnnotationNotAfter: b.Leaf.NotAfter.UTC().Format(time.RFC3339),
-			meta.AnnotationRenewAt:  renewAt.UTC().Format(time.RFC3339),
-			meta.AnnotationIssuer:   b.IssuerFingerprint,
-			meta.AnnotationSource:   "meshca/" + s.Namespace + "/webhook",
-			meta.AnnotationReason:   d.Reason,
-		},
-	}
-	if _, err := w.apply(ctx, existing, want); err != nil {
-		return 0, err
-	}
-	log.FromContext(ctx).Info("webhook serving certificate issued", "secret", ref.String(), "reason", d.Reason, "notAfter", b.Leaf.NotAfter)
-	return renewAt.Sub(now), nil
 }
+
+// noEvents records nothing.
+type noEvents struct{}
+
+func (noEvents) Eventf(runtime.Object, runtime.Object, string, string, string, string, ...any) {}
 
 // readThrough is a client whose reads go to reader: the serving
 // certificate's Secret is always read from the API server, never from a

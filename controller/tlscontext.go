@@ -144,7 +144,8 @@ func (r *TLSContextReconciler) SetupWithManager(ctx context.Context, mgr ctrl.Ma
 	if r.Config.MaxConcurrentReconciles == 0 {
 		r.Config.MaxConcurrentReconciles = 16
 	}
-	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter, r.Config.Reserved)
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter, r.Config.Reserved,
+		tlsContextHolders{reader: r.Client, selector: r.Config.Selector})
 	r.secrets = r.keeper.secrets
 	r.resync = make(chan event.TypedGenericEvent[*unstructured.Unstructured], 1024)
 
@@ -250,13 +251,19 @@ func (r *TLSContextReconciler) ResyncAll(ctx context.Context) {
 
 // managed reports whether meshca issues for u.
 func (r *TLSContextReconciler) managed(u *unstructured.Unstructured) bool {
+	return managedTLSContext(u, r.Config.Selector)
+}
+
+// managedTLSContext reports whether meshca manages u: it asks with
+// meshca.io/issue or matches selector, and is not being deleted.
+func managedTLSContext(u *unstructured.Unstructured, selector labels.Selector) bool {
 	if u.GetDeletionTimestamp() != nil {
 		return false
 	}
 	if strings.EqualFold(u.GetAnnotations()[meta.AnnotationIssue], "true") {
 		return true
 	}
-	return r.Config.Selector != nil && !r.Config.Selector.Empty() && r.Config.Selector.Matches(labels.Set(u.GetLabels()))
+	return selector != nil && !selector.Empty() && selector.Matches(labels.Set(u.GetLabels()))
 }
 
 // Reconcile brings the Secrets of one TLSContext to what it asks for.
@@ -345,27 +352,27 @@ func (r *TLSContextReconciler) crossNamespaceAllowed(ctx context.Context, src cl
 	return false, nil
 }
 
-// claim decides whether src may write the managed Secret s, used as u
-// (see decideClaim for the rules).
-func (r *TLSContextReconciler) claim(ctx context.Context, src client.Object, s *corev1.Secret, u use, satisfied, createdFor bool) (claimVerdict, error) {
-	c := claimant{
-		Key:  sourceKey(tlsContextKind, src.GetNamespace(), src.GetName()),
-		Kind: tlsContextKind, Namespace: src.GetNamespace(), Use: u, Satisfied: satisfied, CreatedFor: createdFor,
+// tlsContextHolders looks up TLSContexts that hold a Secret.
+type tlsContextHolders struct {
+	reader   client.Reader
+	selector labels.Selector
+}
+
+func (l tlsContextHolders) lookup(ctx context.Context, h holder, ref secretRef) (holder, error) {
+	if h.Kind != tlsContextKind {
+		return h, nil
 	}
-	h := parseHolder(s.Annotations[meta.AnnotationSource])
-	if h.Kind == tlsContextKind && h.Key != c.Key {
-		other := &unstructured.Unstructured{}
-		other.SetGroupVersionKind(TLSContextGVK)
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: h.Namespace, Name: h.Name}, other)
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return claimVerdict{}, err
-		case r.managed(other):
-			h.Use, h.Live = secretUse(other, secretRef{s.Namespace, s.Name})
-		}
+	other := &unstructured.Unstructured{}
+	other.SetGroupVersionKind(TLSContextGVK)
+	err := l.reader.Get(ctx, types.NamespacedName{Namespace: h.Namespace, Name: h.Name}, other)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return h, err
+	case managedTLSContext(other, l.selector):
+		h.Use, h.Live = secretUse(other, ref)
 	}
-	return decideClaim(s.Namespace, c, h), nil
+	return h, nil
 }
 
 // secretUse reports whether the TLSContext u names the Secret at ref, and
@@ -404,9 +411,6 @@ func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstru
 		Duration:     w.Duration,
 		RenewBefore:  w.RenewBefore,
 		KeyAlgorithm: w.KeyAlgorithm,
-		Claim: func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
-			return r.claim(ctx, src, s, useCertificate, satisfied, createdFor)
-		},
 	}, trust)
 	return kept.After, err
 }

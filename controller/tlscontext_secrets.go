@@ -40,7 +40,10 @@ func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructur
 		// want the same bundle) and the first holder stays recorded.
 		satisfied := existing.Type == corev1.SecretTypeOpaque &&
 			bytes.Equal(existing.Data[corev1.TLSCertKey], trust.PEM) && bytes.Equal(existing.Data[corev1.ServiceAccountRootCAKey], trust.PEM)
-		v, err := r.claim(ctx, src, existing, useBundle, satisfied, r.secrets.createdFor(existing, holder))
+		v, err := r.keeper.claim(ctx, claimant{
+			Key: holder, Kind: tlsContextKind, Namespace: src.GetNamespace(), Use: useBundle,
+			Satisfied: satisfied, CreatedFor: r.secrets.createdFor(existing, holder),
+		}, existing)
 		if err != nil {
 			return err
 		}

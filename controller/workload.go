@@ -108,7 +108,8 @@ func (r *WorkloadReconciler) SetupWithManager(_ context.Context, mgr ctrl.Manage
 	if r.Config.MaxConcurrentReconciles == 0 {
 		r.Config.MaxConcurrentReconciles = 4
 	}
-	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter, r.Config.Reserved)
+	r.keeper = newCertKeeper(mgr, r.Client, &r.Reader, &r.Clock, r.Issuer, r.Recorder, r.Metrics, r.Limiter, r.Config.Reserved,
+		workloadHolders{reader: r.Client, config: r.Config})
 	r.resync = map[string]chan event.GenericEvent{}
 	for _, kind := range WorkloadKinds {
 		ch := make(chan event.GenericEvent, 1024)
@@ -314,9 +315,6 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 		RenewBefore:  wish.RenewBefore,
 		KeyAlgorithm: wish.KeyAlgorithm,
 		Owners:       []metav1.OwnerReference{ownerReference(kind, obj)},
-		Claim: func(ctx context.Context, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
-			return r.claim(ctx, obj, kind, s, satisfied, createdFor)
-		},
 	}, trust)
 	if err != nil {
 		return reconcile.Result{}, err
@@ -341,27 +339,28 @@ func ownerReference(kind string, o client.Object) metav1.OwnerReference {
 	}
 }
 
-// claim decides whether the workload obj may write the managed Secret s
-// (see decideClaim for the rules).
-func (r *WorkloadReconciler) claim(ctx context.Context, obj client.Object, kind string, s *corev1.Secret, satisfied, createdFor bool) (claimVerdict, error) {
-	c := claimant{
-		Key:  sourceKey(kind, obj.GetNamespace(), obj.GetName()),
-		Kind: kind, Namespace: obj.GetNamespace(), Use: useCertificate, Satisfied: satisfied, CreatedFor: createdFor,
+// workloadHolders looks up workloads that hold a Secret.
+type workloadHolders struct {
+	reader client.Reader
+	config WorkloadConfig
+}
+
+func (l workloadHolders) lookup(ctx context.Context, h holder, ref secretRef) (holder, error) {
+	// A workload writes Secrets only in its own namespace.
+	if !isWorkloadKind(h.Kind) || h.Namespace != ref.Namespace {
+		return h, nil
 	}
-	h := parseHolder(s.Annotations[meta.AnnotationSource])
-	if isWorkloadKind(h.Kind) && h.Namespace == s.Namespace && h.Key != c.Key {
-		other := newWorkload(h.Kind)
-		err := r.Client.Get(ctx, types.NamespacedName{Namespace: h.Namespace, Name: h.Name}, other)
-		switch {
-		case apierrors.IsNotFound(err):
-		case err != nil:
-			return claimVerdict{}, err
-		case wantsCertificate(other):
-			w, err := parseWorkloadWish(other, r.Config)
-			h.Live = err == nil && w.Secret == secretRef{s.Namespace, s.Name}
-		}
+	other := newWorkload(h.Kind)
+	err := l.reader.Get(ctx, types.NamespacedName{Namespace: h.Namespace, Name: h.Name}, other)
+	switch {
+	case apierrors.IsNotFound(err):
+	case err != nil:
+		return h, err
+	case wantsCertificate(other):
+		w, err := parseWorkloadWish(other, l.config)
+		h.Use, h.Live = useCertificate, err == nil && w.Secret == ref
 	}
-	return decideClaim(s.Namespace, c, h), nil
+	return h, nil
 }
 
 func isWorkloadKind(kind string) bool { return slices.Contains(WorkloadKinds, kind) }

@@ -127,7 +127,7 @@ func setupControllers(ctx context.Context, mgr ctrl.Manager, o *serveOptions, lo
 	if err := mgr.Add(manager.RunnableFunc(audit.Start)); err != nil {
 		return err
 	}
-	if err := setupWebhook(mgr, o, cs, state, auth, webhookTrust, metrics); err != nil {
+	if err := setupWebhook(mgr, o, cs, state, auth, webhookTrust, events, metrics); err != nil {
 		return err
 	}
 	// Every certificate and bundle is looked at again after a change.
@@ -200,7 +200,7 @@ func (everyReplica) NeedLeaderElection() bool { return false }
 // every replica, and to the leader the issuance of that certificate and the
 // upkeep of the MutatingWebhookConfiguration's caBundle, both following
 // auth.
-func setupWebhook(mgr ctrl.Manager, o *serveOptions, cs kubernetes.Interface, state *ca.State, auth *authority.Authority, trust *authority.Trust, metrics *controller.Metrics) error {
+func setupWebhook(mgr ctrl.Manager, o *serveOptions, cs kubernetes.Interface, state *ca.State, auth *authority.Authority, trust *authority.Trust, events controller.EventRecorder, metrics *controller.Metrics) error {
 	logger := mgr.GetLogger().WithName("webhook")
 	cert, err := webhook.NewSecretCertificate(webhook.SecretCertificateConfig{
 		Client: cs, Namespace: o.namespace, Name: o.webhookSecret, Logger: logger,
@@ -251,7 +251,7 @@ func setupWebhook(mgr ctrl.Manager, o *serveOptions, cs kubernetes.Interface, st
 	serving := &controller.ServingCertificate{
 		// Reads go to the API server: the Secret is in meshca's namespace,
 		// which the cache may not watch.
-		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Issuer: servingIssuer, Trust: trust, Metrics: metrics,
+		Client: mgr.GetClient(), Reader: mgr.GetAPIReader(), Issuer: servingIssuer, Trust: trust, Metrics: metrics, Recorder: events,
 		Namespace: o.namespace, Name: o.webhookSecret, Names: o.webhookNames,
 		Changed: servingChanged,
 	}
