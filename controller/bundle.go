@@ -175,7 +175,7 @@ func (r *BundleReconciler) Reconcile(ctx context.Context, req reconcile.Request)
 }
 
 // mergeBundle is the trust bundle ConfigMap a write of pem leaves of cm
-// (see owned.go): all of its data is meshca's, so it holds ca.crt alone;
+// (see keeper_owned.go): all of its data is meshca's, so it holds ca.crt alone;
 // meshca.io/ annotations go, since meshca sets none; other labels and
 // annotations are kept.
 func mergeBundle(cm *corev1.ConfigMap, pem []byte) *corev1.ConfigMap {

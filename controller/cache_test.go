@@ -56,7 +56,7 @@ func TestTrimForCache(t *testing.T) {
 		if a := got.GetAnnotations(); len(a) != 1 || a["meshca.io/issue"] != "true" {
 			t.Errorf("annotations %v, want only meshca.io/issue", a)
 		}
-		w, err := parseGatewayWish(got, "sa", "")
+		w, err := parseGatewaySpec(got, "sa", "")
 		if err != nil || w.Secret == nil || w.Secret.Name != "s" || len(w.DNSNames) != 1 {
 			t.Errorf("trimmed TLSContext reads as %+v, %v", w, err)
 		}

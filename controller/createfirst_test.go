@@ -119,7 +119,7 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "tc"}, src); err != nil {
 		t.Fatal(err)
 	}
-	w, err := parseGatewayWish(src, "ambassador", "")
+	w, err := parseGatewaySpec(src, "ambassador", "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,7 +134,7 @@ func TestCacheLagKeepsManagedSecret(t *testing.T) {
 		namespaces: env.Client,
 		holders:    tlsContextHolders{reader: env.Client},
 	}
-	wish := certWish{
+	wish := certSpec{
 		Source: src, SourceKey: sourceKey("TLSContext", ns, "tc"), Ref: *w.Secret,
 		Profile: issuer.ProfileGateway, SPIFFEID: h.rec.spiffeID(ns, w.ServiceAccount), DNSNames: w.DNSNames,
 	}

@@ -13,6 +13,26 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/log"
 )
 
+// EventRecorder records Events on the objects meshca acts for
+// (events.k8s.io/v1 semantics: a reason and an action).
+type EventRecorder interface {
+	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...any)
+}
+
+// Event reasons on TLSContexts and workloads.
+const (
+	EventIssued         = "Issued"
+	EventRenewed        = "Renewed"
+	EventBundleUpdated  = "BundleUpdated"
+	EventPolicyRejected = "PolicyRejected"
+	EventInvalidSpec    = "InvalidSpec"
+	EventSecretConflict = "SecretConflict"
+	EventCrossNamespace = "CrossNamespaceRefused"
+	EventIssueFailed    = "IssueFailed"
+	EventSecretDeleted  = "SecretDeleted"
+	EventSecretReserved = "SecretReserved"
+)
+
 // PacedEventsConfig configures PacedEvents. Zero values mean the defaults.
 type PacedEventsConfig struct {
 	// Rate of Normal Events per second; 0 means 20.

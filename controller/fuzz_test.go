@@ -9,7 +9,7 @@ import (
 )
 
 // FuzzParseGatewayWish feeds arbitrary TLSContext objects (any JSON, since
-// an old or foreign CRD may hold anything) to parseGatewayWish: it must
+// an old or foreign CRD may hold anything) to parseGatewaySpec: it must
 // never panic, and what it accepts must be within its own limits.
 func FuzzParseGatewayWish(f *testing.F) {
 	f.Add(`{"metadata":{"namespace":"a","annotations":{"meshca.io/dns-names":"x.a.svc"}},"spec":{"hosts":["h.a.svc","*"],"secret":"s.b","ca_secret":"c"}}`)
@@ -32,7 +32,7 @@ func FuzzParseGatewayWish(f *testing.F) {
 		if _, ok := obj["metadata"].(map[string]any); !ok && obj["metadata"] != nil {
 			return
 		}
-		w, err := parseGatewayWish(u, "ambassador", "")
+		w, err := parseGatewaySpec(u, "ambassador", "")
 		if err != nil {
 			return
 		}

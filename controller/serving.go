@@ -97,7 +97,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 		}
 	}
 	ref := secretRef{s.Namespace, s.Name}
-	kept, err := s.keeper.keep(ctx, certWish{
+	kept, err := s.keeper.keep(ctx, certSpec{
 		// The Secret stands for meshca: the Events are on it.
 		Source:      &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}},
 		SourceKey:   sourceKey(holderKindMeshca, s.Namespace, "webhook"),

@@ -16,12 +16,13 @@ type stopping struct{ reconcile.Reconciler }
 
 func (s stopping) Reconcile(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
 	res, err := s.Reconciler.Reconcile(ctx, req)
-	if ending(ctx, err) {
+	if interrupted(ctx, err) {
 		return reconcile.Result{}, nil
 	}
 	return res, err
 }
 
-// ending reports whether err came while ctx was ending, so the caller
-// records no failure (Event, metric) for it.
-func ending(ctx context.Context, err error) bool { return err != nil && ctx.Err() != nil }
+// interrupted reports whether err came while ctx was ending (the daemon
+// stopping, the lease lost), so the caller records no failure (Event,
+// metric) for it.
+func interrupted(ctx context.Context, err error) bool { return err != nil && ctx.Err() != nil }

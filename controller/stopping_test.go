@@ -78,7 +78,7 @@ func TestIssuanceCutShortByShutdownIsNoFailure(t *testing.T) {
 				recorder: rec, metrics: m, clock: clock.RealClock{}, namespaces: c,
 			}
 			src := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "src"}}
-			_, err := k.keep(ctx, certWish{
+			_, err := k.keep(ctx, certSpec{
 				Source: src, SourceKey: "ConfigMap/shop/src", Ref: secretRef{Namespace: "shop", Name: "tls"},
 				Profile: issuer.ProfileGateway, SPIFFEID: "spiffe://cluster.local/ns/shop/sa/gw", DNSNames: []string{"gw.shop.svc"},
 			}, &authority.Snapshot{Pool: x509.NewCertPool()})

@@ -13,7 +13,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -38,33 +37,6 @@ import (
 // serves every stored TLSContext in each served version, so watching
 // v3alpha1 also covers objects written as v2.
 var TLSContextGVK = schema.GroupVersionKind{Group: "getambassador.io", Version: "v3alpha1", Kind: "TLSContext"}
-
-// Issuer signs certificates; *issuer.Issuer (whatever its Signer) is one.
-type Issuer interface {
-	Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error)
-}
-
-var _ Issuer = (*issuer.Issuer)(nil)
-
-// EventRecorder records Events on the objects meshca acts for
-// (events.k8s.io/v1 semantics: a reason and an action).
-type EventRecorder interface {
-	Eventf(regarding runtime.Object, related runtime.Object, eventtype, reason, action, note string, args ...any)
-}
-
-// Event reasons on TLSContexts and workloads.
-const (
-	EventIssued         = "Issued"
-	EventRenewed        = "Renewed"
-	EventBundleUpdated  = "BundleUpdated"
-	EventPolicyRejected = "PolicyRejected"
-	EventInvalidSpec    = "InvalidSpec"
-	EventSecretConflict = "SecretConflict"
-	EventCrossNamespace = "CrossNamespaceRefused"
-	EventIssueFailed    = "IssueFailed"
-	EventSecretDeleted  = "SecretDeleted"
-	EventSecretReserved = "SecretReserved"
-)
 
 // SecretCleanup says what happens to Secrets when their source goes away.
 type SecretCleanup string
@@ -287,7 +259,7 @@ func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 		r.Metrics.forgetSource(me)
 		return reconcile.Result{}, r.cleanup(ctx, req.NamespacedName, nil)
 	}
-	wish, err := parseGatewayWish(src, r.Config.GatewayServiceAccount, string(r.Config.KeyAlgorithm))
+	spec, err := parseGatewaySpec(src, r.Config.GatewayServiceAccount, string(r.Config.KeyAlgorithm))
 	if err != nil {
 		r.Metrics.Rejected.WithLabelValues("spec").Inc()
 		r.Recorder.Eventf(src, nil, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%v", err)
@@ -301,20 +273,20 @@ func (r *TLSContextReconciler) Reconcile(ctx context.Context, req reconcile.Requ
 	}
 
 	var after time.Duration
-	if wish.Secret == nil {
+	if spec.Secret == nil {
 		r.Metrics.forgetSource(me)
 	}
-	if wish.Secret != nil {
-		if after, err = r.reconcileGateway(ctx, src, wish, trust); err != nil {
+	if spec.Secret != nil {
+		if after, err = r.reconcileGateway(ctx, src, spec, trust); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
-	if wish.CASecret != nil {
-		if err := r.reconcileCASecret(ctx, src, *wish.CASecret, trust); err != nil {
+	if spec.CASecret != nil {
+		if err := r.reconcileCASecret(ctx, src, *spec.CASecret, trust); err != nil {
 			return reconcile.Result{}, err
 		}
 	}
-	if err := r.cleanup(ctx, req.NamespacedName, wish); err != nil {
+	if err := r.cleanup(ctx, req.NamespacedName, spec); err != nil {
 		return reconcile.Result{}, err
 	}
 	return reconcile.Result{RequeueAfter: after}, nil
@@ -378,7 +350,7 @@ func (l tlsContextHolders) lookup(ctx context.Context, h holder, ref secretRef) 
 // secretUse reports whether the TLSContext u names the Secret at ref, and
 // as what. A TLSContext whose spec does not parse names nothing.
 func secretUse(u *unstructured.Unstructured, ref secretRef) (use, bool) {
-	w, err := parseGatewayWish(u, "", "")
+	w, err := parseGatewaySpec(u, "", "")
 	switch {
 	case err != nil:
 		return 0, false
@@ -396,12 +368,12 @@ func (r *TLSContextReconciler) spiffeID(ns, sa string) string {
 
 // reconcileGateway keeps the gateway certificate Secret current and returns
 // how long until it next needs a look.
-func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstructured.Unstructured, w *gatewayWish, trust *authority.Snapshot) (time.Duration, error) {
+func (r *TLSContextReconciler) reconcileGateway(ctx context.Context, src *unstructured.Unstructured, w *gatewaySpec, trust *authority.Snapshot) (time.Duration, error) {
 	ref := *w.Secret
 	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
 		return 0, err
 	}
-	kept, err := r.keeper.keep(ctx, certWish{
+	kept, err := r.keeper.keep(ctx, certSpec{
 		Source:       src,
 		SourceKey:    sourceKey("TLSContext", src.GetNamespace(), src.GetName()),
 		Ref:          ref,

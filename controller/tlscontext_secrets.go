@@ -21,7 +21,7 @@ func (r *TLSContextReconciler) reconcileCASecret(ctx context.Context, src *unstr
 	if ok, err := r.crossNamespaceAllowed(ctx, src, ref); !ok || err != nil {
 		return err
 	}
-	return againIfExists(func() error { return r.keepCASecret(ctx, src, ref, trust) })
+	return retryOnCacheMiss(func() error { return r.keepCASecret(ctx, src, ref, trust) })
 }
 
 func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructured.Unstructured, ref secretRef, trust *authority.Snapshot) error {
@@ -76,12 +76,12 @@ func (r *TLSContextReconciler) keepCASecret(ctx context.Context, src *unstructur
 	return nil
 }
 
-// cleanup handles Secrets a TLSContext no longer wants (wish nil: the
+// cleanup handles Secrets a TLSContext no longer wants (spec nil: the
 // TLSContext is gone or no longer managed). With the keep policy it does
 // nothing; with delete it removes the managed Secrets it still holds, but
 // not one that another TLSContext still names (a CA Secret they share, a
 // certificate another refreshed as is): that one is handed to them.
-func (r *TLSContextReconciler) cleanup(ctx context.Context, key types.NamespacedName, wish *gatewayWish) error {
+func (r *TLSContextReconciler) cleanup(ctx context.Context, key types.NamespacedName, spec *gatewaySpec) error {
 	if r.Config.Cleanup != CleanupDelete {
 		return nil
 	}
@@ -92,7 +92,7 @@ func (r *TLSContextReconciler) cleanup(ctx context.Context, key types.Namespaced
 	for i := range list.Items {
 		s := &list.Items[i]
 		ref := secretRef{s.Namespace, s.Name}
-		if wish != nil && ((wish.Secret != nil && *wish.Secret == ref) || (wish.CASecret != nil && *wish.CASecret == ref)) {
+		if spec != nil && ((spec.Secret != nil && *spec.Secret == ref) || (spec.CASecret != nil && *spec.CASecret == ref)) {
 			continue
 		}
 		others, err := r.othersNaming(ctx, key, ref)

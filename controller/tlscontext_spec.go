@@ -29,8 +29,8 @@ func (r secretRef) key() types.NamespacedName {
 	return types.NamespacedName{Namespace: r.Namespace, Name: r.Name}
 }
 
-// gatewayWish is what a managed TLSContext asks of meshca.
-type gatewayWish struct {
+// gatewaySpec is what a managed TLSContext asks of meshca.
+type gatewaySpec struct {
 	// Secret receives the gateway certificate; nil when spec.secret is empty.
 	Secret *secretRef
 	// CASecret receives the trust bundle; nil when spec.ca_secret is empty.
@@ -50,9 +50,9 @@ func specErrorf(format string, args ...any) error {
 	return &specError{msg: fmt.Sprintf(format, args...)}
 }
 
-// parseGatewayWish reads what a TLSContext asks for. It never trusts the
+// parseGatewaySpec reads what a TLSContext asks for. It never trusts the
 // object's types: Emissary's own CRD or an old object may hold anything.
-func parseGatewayWish(u *unstructured.Unstructured, defaultSA string, defaultKeyAlg string) (*gatewayWish, error) {
+func parseGatewaySpec(u *unstructured.Unstructured, defaultSA string, defaultKeyAlg string) (*gatewaySpec, error) {
 	spec, ok := u.Object["spec"].(map[string]any)
 	if !ok {
 		if u.Object["spec"] != nil {
@@ -68,7 +68,7 @@ func parseGatewayWish(u *unstructured.Unstructured, defaultSA string, defaultKey
 		}
 		namespacing = b
 	}
-	w := &gatewayWish{ServiceAccount: defaultSA}
+	w := &gatewaySpec{ServiceAccount: defaultSA}
 	var err error
 	if w.Secret, err = secretField(spec, "secret", u.GetNamespace(), namespacing); err != nil {
 		return nil, err

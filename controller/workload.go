@@ -30,7 +30,6 @@ import (
 	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/meta"
 	"github.com/meshca/meshca/issuer"
-	"github.com/meshca/meshca/rotator"
 )
 
 // WorkloadKinds are the apps/v1 kinds that may ask for a certificate with
@@ -59,7 +58,7 @@ type WorkloadConfig struct {
 	// renewal instead (--restart-on-rotate=false).
 	DisableRestartOnRotate bool
 	// Namespace is meshca's own (--namespace); its workloads, like those
-	// of kube-system, are never patched (restart.go). "" means kube-system
+	// of kube-system, are never patched (workload_restart.go). "" means kube-system
 	// only.
 	Namespace string
 }
@@ -238,42 +237,6 @@ func (r *WorkloadReconciler) ResyncAll(ctx context.Context) {
 	}
 }
 
-// workloadWish is what an annotated workload asks of meshca.
-type workloadWish struct {
-	Secret          secretRef
-	ServiceAccount  string
-	DNSNames        []string
-	RestartOnRotate bool
-	certOptions
-}
-
-// parseWorkloadWish reads a workload's annotations and pod template.
-func parseWorkloadWish(o client.Object, cfg WorkloadConfig) (*workloadWish, error) {
-	ann := o.GetAnnotations()
-	ns, name := o.GetNamespace(), o.GetName()
-	// The webhook mounts the Secret of the same name (meta.WorkloadSecretName).
-	secret, err := meta.WorkloadSecretName(ann, name)
-	if err != nil {
-		return nil, specErrorf("%v", err)
-	}
-	w := &workloadWish{
-		Secret:          secretRef{Namespace: ns, Name: secret},
-		ServiceAccount:  podTemplate(o).Spec.ServiceAccountName,
-		RestartOnRotate: strings.EqualFold(ann[meta.AnnotationRestartOnRotate], "true"),
-	}
-	if w.ServiceAccount == "" {
-		w.ServiceAccount = "default"
-	}
-	own := []string{name + "." + ns + ".svc", name + "." + ns + ".svc." + cfg.ClusterDomain}
-	if w.DNSNames, err = dnsNameSet(own, ann[meta.AnnotationDNSNames]); err != nil {
-		return nil, err
-	}
-	if w.certOptions, err = parseCertOptions(ann, string(cfg.KeyAlgorithm)); err != nil {
-		return nil, err
-	}
-	return w, nil
-}
-
 // reconcile keeps one workload's certificate Secret current.
 func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key types.NamespacedName) (reconcile.Result, error) {
 	obj := newWorkload(kind)
@@ -292,7 +255,7 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 		r.Metrics.forgetSource(me)
 		return reconcile.Result{}, nil
 	}
-	wish, err := parseWorkloadWish(obj, r.Config)
+	spec, err := parseWorkloadSpec(obj, r.Config)
 	if err != nil {
 		r.Metrics.Rejected.WithLabelValues("spec").Inc()
 		r.Recorder.Eventf(obj, nil, corev1.EventTypeWarning, EventInvalidSpec, "Validate", "%v", err)
@@ -304,22 +267,22 @@ func (r *WorkloadReconciler) reconcile(ctx context.Context, kind string, key typ
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	kept, err := r.keeper.keep(ctx, certWish{
+	kept, err := r.keeper.keep(ctx, certSpec{
 		Source:       obj,
 		SourceKey:    me,
-		Ref:          wish.Secret,
+		Ref:          spec.Secret,
 		Profile:      issuer.ProfileWorkload,
-		SPIFFEID:     fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", r.Config.TrustDomain, obj.GetNamespace(), wish.ServiceAccount),
-		DNSNames:     wish.DNSNames,
-		Duration:     wish.Duration,
-		RenewBefore:  wish.RenewBefore,
-		KeyAlgorithm: wish.KeyAlgorithm,
+		SPIFFEID:     fmt.Sprintf("spiffe://%s/ns/%s/sa/%s", r.Config.TrustDomain, obj.GetNamespace(), spec.ServiceAccount),
+		DNSNames:     spec.DNSNames,
+		Duration:     spec.Duration,
+		RenewBefore:  spec.RenewBefore,
+		KeyAlgorithm: spec.KeyAlgorithm,
 		Owners:       []metav1.OwnerReference{ownerReference(kind, obj)},
 	}, trust)
 	if err != nil {
 		return reconcile.Result{}, err
 	}
-	if wish.RestartOnRotate && r.mayRestart(obj, kept) {
+	if spec.RestartOnRotate && r.mayRestart(obj, kept) {
 		if err := r.restartOnRotate(ctx, obj, kept); err != nil {
 			return reconcile.Result{}, err
 		}
@@ -357,74 +320,10 @@ func (l workloadHolders) lookup(ctx context.Context, h holder, ref secretRef) (h
 	case err != nil:
 		return h, err
 	case wantsCertificate(other):
-		w, err := parseWorkloadWish(other, l.config)
+		w, err := parseWorkloadSpec(other, l.config)
 		h.Use, h.Live = useCertificate, err == nil && w.Secret == ref
 	}
 	return h, nil
 }
 
 func isWorkloadKind(kind string) bool { return slices.Contains(WorkloadKinds, kind) }
-
-// restartOnRotate stamps the pod template with the revision of what is now
-// in the Secret (certRevision), so the workload rolls onto it, when its pods
-// run an older certificate or trust bundle (podsStale). The rule is
-// level-based, so a failed patch is retried by the next reconcile.
-func (r *WorkloadReconciler) restartOnRotate(ctx context.Context, obj client.Object, kept keptCert) error {
-	rev, why, stale := podsStale(podTemplate(obj).Annotations[meta.AnnotationCertRevision], kept)
-	if !stale {
-		return nil
-	}
-	base := obj.DeepCopyObject().(client.Object)
-	tmpl := podTemplate(obj)
-	if tmpl.Annotations == nil {
-		tmpl.Annotations = map[string]string{}
-	}
-	tmpl.Annotations[meta.AnnotationCertRevision] = rev
-	if err := r.Client.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
-		return fmt.Errorf("stamp pod template of %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
-	}
-	r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, EventRestarted, "Restart",
-		"pod template annotated %s=%s so the pods roll onto %s", meta.AnnotationCertRevision, rev, why)
-	return nil
-}
-
-// certRevision names what a Secret holds for restart-on-rotate: the
-// certificate's serial and the digest of its ca.crt.
-func certRevision(serial, bundle string) string { return serial + "." + bundle }
-
-// podsStale decides, from the pod template's meshca.io/cert-revision
-// (stamped) and what the Secret holds (kept), whether the workload's pods
-// run an older certificate or trust bundle than the Secret's. It returns
-// the revision to stamp and what changed.
-//
-// A template meshca never stamped has pods that started with the Secret's
-// certificate if it was a first issue (reason Missing), and with the
-// bundle it was issued with: only a bundle change since then makes them
-// stale. After any other reason they started with an older certificate.
-// A revision stamped before the bundle was part of it (a serial alone)
-// names the certificate only; the bundle is then judged as for an
-// unstamped template.
-func podsStale(stamped string, kept keptCert) (rev, why string, stale bool) {
-	if kept.Serial == "" || kept.Reason == "" || kept.Bundle == "" {
-		return "", "", false
-	}
-	rev = certRevision(kept.Serial, kept.Bundle)
-	bundleMoved := kept.IssuedBundle != "" && kept.IssuedBundle != kept.Bundle
-	renewed := "the renewed certificate (" + kept.Reason + ")"
-	switch {
-	case stamped == rev:
-		return rev, "", false
-	case stamped == "" && kept.Reason == rotator.ReasonMissing:
-		return rev, "the new trust bundle", bundleMoved
-	case stamped == "":
-		return rev, renewed, true
-	case !strings.Contains(stamped, "."):
-		if stamped != kept.Serial {
-			return rev, renewed, true
-		}
-		return rev, "the new trust bundle", bundleMoved
-	case !strings.HasPrefix(stamped, kept.Serial+"."):
-		return rev, renewed, true
-	}
-	return rev, "the new trust bundle", true
-}

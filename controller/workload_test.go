@@ -323,12 +323,12 @@ func TestRestartOnRotateFollowsBundle(t *testing.T) {
 
 func TestPodsStale(t *testing.T) {
 	t.Parallel()
-	kept := func(serial, reason, bundle, issued string) keptCert {
-		return keptCert{Serial: serial, Reason: reason, Bundle: bundle, IssuedBundle: issued}
+	kept := func(serial, reason, bundle, issued string) keepResult {
+		return keepResult{Serial: serial, Reason: reason, Bundle: bundle, IssuedBundle: issued}
 	}
 	for name, tc := range map[string]struct {
 		stamped string
-		kept    keptCert
+		kept    keepResult
 		stale   bool
 	}{
 		"first issue":                          {"", kept("A1", "Missing", "b1", "b1"), false},
@@ -341,7 +341,7 @@ func TestPodsStale(t *testing.T) {
 		"old serial-only stamp, same serial":   {"A2", kept("A2", "NearExpiry", "b1", ""), false},
 		"old stamp, same serial, bundle moved": {"A2", kept("A2", "NearExpiry", "b2", "b1"), true},
 		"old stamp, renewed":                   {"A2", kept("A3", "NearExpiry", "b1", "b1"), true},
-		"nothing in the Secret":                {"", keptCert{}, false},
+		"nothing in the Secret":                {"", keepResult{}, false},
 		"serial prefix of another is no match": {"A2.b1", kept("A", "NearExpiry", "2.b1", ""), true},
 	} {
 		t.Run(name, func(t *testing.T) {

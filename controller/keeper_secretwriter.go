@@ -64,12 +64,12 @@ func (e *errForeignSecret) Error() string {
 // the caller looks again with confirmed reads (secretWriter.observe).
 var errExists = errors.New("exists but was not in the cache")
 
-// againIfExists runs keep, an observe-then-apply of one Secret, and runs
+// retryOnCacheMiss runs keep, an observe-then-apply of one Secret, and runs
 // it once more when its create met a Secret the cache missed (errExists).
 // apply has marked that ref suspect, so the second observe confirms with a
 // direct read what is there: a foreign Secret is refused, a managed one
 // kept as usual.
-func againIfExists(keep func() error) error {
+func retryOnCacheMiss(keep func() error) error {
 	if err := keep(); !errors.Is(err, errExists) {
 		return err
 	}
@@ -238,7 +238,7 @@ type desiredSecret struct {
 // apply makes the Secret at ref hold d, creating it when existing is nil.
 // It returns whether it wrote. A Secret of the wrong type is replaced, since
 // the type of a Secret cannot change. An existing Secret keeps what is not
-// meshca's (see owned.go): its labels, its annotations outside meshca.io/
+// meshca's (see keeper_owned.go): its labels, its annotations outside meshca.io/
 // and its data keys meshca never writes; meshca's part becomes exactly d,
 // so a meshca.io/ annotation or a data key meshca no longer sets goes.
 // existing must carry meshca's label: apply never writes another.

@@ -26,6 +26,13 @@ import (
 	"github.com/meshca/meshca/rotator"
 )
 
+// Issuer signs certificates; *issuer.Issuer (whatever its Signer) is one.
+type Issuer interface {
+	Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error)
+}
+
+var _ Issuer = (*issuer.Issuer)(nil)
+
 // certKeeper keeps one certificate Secret current for a source object:
 // observe the Secret, evaluate rotator's ordered checks, claim the Secret,
 // issue, write, record an Event and publish metrics. The TLSContext and
@@ -75,8 +82,8 @@ func newCertKeeper(mgr ctrl.Manager, c client.Client, reader *client.Reader, clk
 	}
 }
 
-// certWish is one certificate a source object wants kept in a Secret.
-type certWish struct {
+// certSpec is one certificate a source object wants kept in a Secret.
+type certSpec struct {
 	// Source receives the Events; SourceKey is its meshca.io/source value.
 	Source    client.Object
 	SourceKey string
@@ -94,8 +101,8 @@ type certWish struct {
 	Owners []metav1.OwnerReference
 }
 
-// keptCert is what keep left in the Secret.
-type keptCert struct {
+// keepResult is what keep left in the Secret.
+type keepResult struct {
 	// After is how long until the certificate next needs a look; zero
 	// when nothing was written (refused, conflict) and only a change of
 	// the source or the Secret brings it back.
@@ -115,22 +122,22 @@ type keptCert struct {
 // keep brings the Secret of w to a current certificate. Refusals (foreign
 // Secret, policy, conflict) are Warning Events and a nil error; only
 // failures worth a retry return an error.
-func (k *certKeeper) keep(ctx context.Context, w certWish, trust *authority.Snapshot) (kept keptCert, err error) {
+func (k *certKeeper) keep(ctx context.Context, w certSpec, trust *authority.Snapshot) (kept keepResult, err error) {
 	// On a second look the certificate signed on the first is dropped.
-	err = againIfExists(func() (err error) {
+	err = retryOnCacheMiss(func() (err error) {
 		kept, err = k.keepOnce(ctx, w, trust)
 		return err
 	})
 	return kept, err
 }
 
-func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.Snapshot) (keptCert, error) {
+func (k *certKeeper) keepOnce(ctx context.Context, w certSpec, trust *authority.Snapshot) (keepResult, error) {
 	existing, err := k.secrets.observe(ctx, w.Ref)
 	if k.refused(w.Source, err) {
-		return keptCert{}, nil
+		return keepResult{}, nil
 	}
 	if err != nil {
-		return keptCert{}, err
+		return keepResult{}, err
 	}
 	policy := rotator.Policy{RenewBefore: w.RenewBefore}
 	observed := rotator.Observe(false, nil, nil)
@@ -158,11 +165,11 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 			Satisfied: !decision.Needed, CreatedFor: k.createdFor(w, existing, observed.Leaf),
 		}, existing)
 		if err != nil {
-			return keptCert{}, err
+			return keepResult{}, err
 		}
 		if !v.Write {
 			k.conflict(w.Source, existing, v)
-			return keptCert{}, nil
+			return keepResult{}, nil
 		}
 		holder = v.Holder
 	}
@@ -172,11 +179,11 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 
 	suffixes, err := namespaceSuffixes(ctx, k.namespaces, w.Source.GetNamespace())
 	if err != nil {
-		return keptCert{}, err
+		return keepResult{}, err
 	}
 	if k.limiter != nil {
 		if err := k.limiter.Wait(ctx); err != nil {
-			return keptCert{}, err
+			return keepResult{}, err
 		}
 	}
 	b, err := k.issuer.Issue(ctx, issuer.Request{
@@ -194,15 +201,15 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 	if errors.Is(err, issuer.ErrPolicy) {
 		k.metrics.Rejected.WithLabelValues("policy").Inc()
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeWarning, EventPolicyRejected, "Issue", "Secret %s: %v", w.Ref, err)
-		return keptCert{}, nil
+		return keepResult{}, nil
 	}
-	if ending(ctx, err) {
-		return keptCert{}, err
+	if interrupted(ctx, err) {
+		return keepResult{}, err
 	}
 	if err != nil {
 		k.metrics.Failures.WithLabelValues(string(w.Profile), "sign").Inc()
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeWarning, EventIssueFailed, "Issue", "Secret %s: %v", w.Ref, err)
-		return keptCert{}, err
+		return keepResult{}, err
 	}
 	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
 	if k.dueAtOnce(w, b.Leaf, renewAt) {
@@ -214,7 +221,7 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 				"nothing was written: lengthen %s or shorten %s",
 			w.Ref, b.Leaf.NotAfter.Sub(b.Leaf.NotBefore), meta.AnnotationDuration, w.Duration, meta.AnnotationRenewBefore, w.RenewBefore,
 			renewAt.Sub(k.clock.Now()).Round(time.Second), meta.AnnotationDuration, meta.AnnotationRenewBefore)
-		return keptCert{}, nil
+		return keepResult{}, nil
 	}
 	// ca.crt always comes from Trust, the one source of the bundle: the
 	// issuer's CAPEM may run ahead of or behind it during a CA change.
@@ -222,10 +229,10 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 	bundle := bundleDigest(trust.PEM)
 	d.annotations[meta.AnnotationIssuedBundle] = bundle
 	if _, err := k.secrets.apply(ctx, existing, d); err != nil {
-		if !errors.Is(err, errExists) && !ending(ctx, err) {
+		if !errors.Is(err, errExists) && !interrupted(ctx, err) {
 			k.metrics.Failures.WithLabelValues(string(w.Profile), "write").Inc()
 		}
-		return keptCert{}, err
+		return keepResult{}, err
 	}
 	k.metrics.Issued.WithLabelValues(string(w.Profile), decision.Reason).Inc()
 	reason, verb := EventRenewed, "renewed"
@@ -236,7 +243,7 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certWish, trust *authority.
 		"Secret %s: certificate %s (%s: %s), serial %s, valid until %s",
 		w.Ref, verb, decision.Reason, decision.Message, serialHex(b.Leaf), b.Leaf.NotAfter.UTC().Format(time.RFC3339))
 	k.metrics.setExpiry(w.SourceKey, w.Ref, b.Leaf, renewAt)
-	return keptCert{After: k.until(renewAt), Serial: serialHex(b.Leaf), Reason: decision.Reason, Issued: true, Bundle: bundle, IssuedBundle: bundle}, nil
+	return keepResult{After: k.until(renewAt), Serial: serialHex(b.Leaf), Reason: decision.Reason, Issued: true, Bundle: bundle, IssuedBundle: bundle}, nil
 }
 
 // minRenewalShare is the least part of a new certificate's lifetime that
@@ -250,7 +257,7 @@ const minRenewalShare = 10
 // renewal would make another at once. Only what the object asked for is
 // refused: with the daemon's defaults, or a lifetime cut short by a CA
 // near its end, the certificate is kept.
-func (k *certKeeper) dueAtOnce(w certWish, leaf *x509.Certificate, renewAt time.Time) bool {
+func (k *certKeeper) dueAtOnce(w certSpec, leaf *x509.Certificate, renewAt time.Time) bool {
 	if w.Duration <= 0 && w.RenewBefore <= 0 {
 		return false
 	}
@@ -265,7 +272,7 @@ func (k *certKeeper) dueAtOnce(w certWish, leaf *x509.Certificate, renewAt time.
 // refresh keeps a good certificate's Secret current: ca.crt follows the
 // trust bundle and the bookkeeping annotations stay right; holder is the
 // meshca.io/source the claim decided on.
-func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.Secret, leaf *x509.Certificate, renewAt time.Time, trust *authority.Snapshot, holder string) (keptCert, error) {
+func (k *certKeeper) refresh(ctx context.Context, w certSpec, existing *corev1.Secret, leaf *x509.Certificate, renewAt time.Time, trust *authority.Snapshot, holder string) (keepResult, error) {
 	reason := existing.Annotations[meta.AnnotationReason]
 	d := tlsSecret(w, existing.Data[corev1.TLSCertKey], existing.Data[corev1.TLSPrivateKeyKey], trust.PEM,
 		leaf, existing.Annotations[meta.AnnotationIssuer], reason, renewAt)
@@ -281,13 +288,13 @@ func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.S
 	}
 	wrote, err := k.secrets.apply(ctx, existing, d)
 	if err != nil {
-		return keptCert{}, err
+		return keepResult{}, err
 	}
 	if wrote && string(existing.Data[corev1.ServiceAccountRootCAKey]) != string(trust.PEM) {
 		k.recorder.Eventf(w.Source, nil, corev1.EventTypeNormal, EventBundleUpdated, "Issue", "Secret %s: ca.crt follows the new trust bundle", w.Ref)
 	}
 	k.metrics.setExpiry(w.SourceKey, w.Ref, leaf, renewAt)
-	return keptCert{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason, Bundle: bundleDigest(trust.PEM), IssuedBundle: issuedBundle}, nil
+	return keepResult{After: k.until(renewAt), Serial: serialHex(leaf), Reason: reason, Bundle: bundleDigest(trust.PEM), IssuedBundle: issuedBundle}, nil
 }
 
 // createdFor reports evidence that meshca created the Secret s for the
@@ -296,7 +303,7 @@ func (k *certKeeper) refresh(ctx context.Context, w certWish, existing *corev1.S
 // carries the source's identity (its SPIFFE ID, which names the Secret's
 // own namespace). A Secret whose meshca.io/source was lost or edited goes
 // back to that source and to no other.
-func (k *certKeeper) createdFor(w certWish, s *corev1.Secret, leaf *x509.Certificate) bool {
+func (k *certKeeper) createdFor(w certSpec, s *corev1.Secret, leaf *x509.Certificate) bool {
 	if k.secrets.createdFor(s, w.SourceKey) {
 		return true
 	}
@@ -369,7 +376,7 @@ func (k *certKeeper) until(t time.Time) time.Duration {
 
 // tlsSecret is the kubernetes.io/tls Secret of a certificate, with the
 // annotations that make its state readable with kubectl.
-func tlsSecret(w certWish, certPEM, keyPEM, bundle []byte, leaf *x509.Certificate, issuerFP, reason string, renewAt time.Time) desiredSecret {
+func tlsSecret(w certSpec, certPEM, keyPEM, bundle []byte, leaf *x509.Certificate, issuerFP, reason string, renewAt time.Time) desiredSecret {
 	ann := map[string]string{
 		meta.AnnotationSerial:   serialHex(leaf),
 		meta.AnnotationNotAfter: leaf.NotAfter.UTC().Format(time.RFC3339),

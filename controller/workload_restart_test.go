@@ -45,7 +45,7 @@ func TestMayRestartWarnsOncePerRenewal(t *testing.T) {
 	rec := &fakeRecorder{}
 	r := &WorkloadReconciler{Recorder: rec, Config: WorkloadConfig{DisableRestartOnRotate: true}}
 	obj := workload("Deployment", "shop", "web", "", certAnn())
-	for _, kept := range []keptCert{
+	for _, kept := range []keepResult{
 		{Serial: "01", Reason: rotator.ReasonMissing, Issued: true},      // first issue: nothing to roll
 		{Serial: "02", Reason: rotator.ReasonNamesChanged, Issued: true}, // the renewal
 		{Serial: "02", Reason: rotator.ReasonNamesChanged},               // its watch event

@@ -231,7 +231,7 @@ func (h *harness) heldRightly(ctx context.Context, cfg TLSContextConfig, s *core
 		if err := h.env.Client.Get(ctx, types.NamespacedName{Namespace: hd.Namespace, Name: hd.Name}, o); err != nil {
 			return fmt.Errorf("holder %s: %w", hd.Key, err)
 		}
-		w, err := parseWorkloadWish(o, WorkloadConfig{})
+		w, err := parseWorkloadSpec(o, WorkloadConfig{})
 		if err != nil || w.Secret != ref || s.Type != corev1.SecretTypeTLS {
 			return fmt.Errorf("holder %s does not name it as a certificate (%v)", hd.Key, err)
 		}

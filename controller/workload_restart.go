@@ -1,7 +1,9 @@
 package controller
 
 import (
+	"context"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -54,7 +56,7 @@ func restartRule(cfg WorkloadConfig, ns string) (reason, message string, refused
 // only in the reconcile that wrote the renewed certificate (kept.Issued),
 // so that watch events and audit sweeps, which find the same certificate,
 // neither repeat it nor try the patch.
-func (r *WorkloadReconciler) mayRestart(obj client.Object, kept keptCert) bool {
+func (r *WorkloadReconciler) mayRestart(obj client.Object, kept keepResult) bool {
 	reason, message, refused := restartRule(r.Config, obj.GetNamespace())
 	if !refused {
 		return true
@@ -65,4 +67,68 @@ func (r *WorkloadReconciler) mayRestart(obj client.Object, kept keptCert) bool {
 			kept.Serial, kept.Reason, meta.AnnotationCertRevision, message)
 	}
 	return false
+}
+
+// restartOnRotate stamps the pod template with the revision of what is now
+// in the Secret (certRevision), so the workload rolls onto it, when its pods
+// run an older certificate or trust bundle (podsStale). The rule is
+// level-based, so a failed patch is retried by the next reconcile.
+func (r *WorkloadReconciler) restartOnRotate(ctx context.Context, obj client.Object, kept keepResult) error {
+	rev, why, stale := podsStale(podTemplate(obj).Annotations[meta.AnnotationCertRevision], kept)
+	if !stale {
+		return nil
+	}
+	base := obj.DeepCopyObject().(client.Object)
+	tmpl := podTemplate(obj)
+	if tmpl.Annotations == nil {
+		tmpl.Annotations = map[string]string{}
+	}
+	tmpl.Annotations[meta.AnnotationCertRevision] = rev
+	if err := r.Client.Patch(ctx, obj, client.MergeFrom(base)); err != nil {
+		return fmt.Errorf("stamp pod template of %s/%s: %w", obj.GetNamespace(), obj.GetName(), err)
+	}
+	r.Recorder.Eventf(obj, nil, corev1.EventTypeNormal, EventRestarted, "Restart",
+		"pod template annotated %s=%s so the pods roll onto %s", meta.AnnotationCertRevision, rev, why)
+	return nil
+}
+
+// certRevision names what a Secret holds for restart-on-rotate: the
+// certificate's serial and the digest of its ca.crt.
+func certRevision(serial, bundle string) string { return serial + "." + bundle }
+
+// podsStale decides, from the pod template's meshca.io/cert-revision
+// (stamped) and what the Secret holds (kept), whether the workload's pods
+// run an older certificate or trust bundle than the Secret's. It returns
+// the revision to stamp and what changed.
+//
+// A template meshca never stamped has pods that started with the Secret's
+// certificate if it was a first issue (reason Missing), and with the
+// bundle it was issued with: only a bundle change since then makes them
+// stale. After any other reason they started with an older certificate.
+// A revision stamped before the bundle was part of it (a serial alone)
+// names the certificate only; the bundle is then judged as for an
+// unstamped template.
+func podsStale(stamped string, kept keepResult) (rev, why string, stale bool) {
+	if kept.Serial == "" || kept.Reason == "" || kept.Bundle == "" {
+		return "", "", false
+	}
+	rev = certRevision(kept.Serial, kept.Bundle)
+	bundleMoved := kept.IssuedBundle != "" && kept.IssuedBundle != kept.Bundle
+	renewed := "the renewed certificate (" + kept.Reason + ")"
+	switch {
+	case stamped == rev:
+		return rev, "", false
+	case stamped == "" && kept.Reason == rotator.ReasonMissing:
+		return rev, "the new trust bundle", bundleMoved
+	case stamped == "":
+		return rev, renewed, true
+	case !strings.Contains(stamped, "."):
+		if stamped != kept.Serial {
+			return rev, renewed, true
+		}
+		return rev, "the new trust bundle", bundleMoved
+	case !strings.HasPrefix(stamped, kept.Serial+"."):
+		return rev, renewed, true
+	}
+	return rev, "the new trust bundle", true
 }

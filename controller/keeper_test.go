@@ -79,8 +79,8 @@ func (f fakeHolders) lookup(_ context.Context, h holder, _ secretRef) (holder, e
 
 const keeperSource = "TLSContext/shop/gw"
 
-func (w *keeperWorld) wish() certWish {
-	return certWish{
+func (w *keeperWorld) wish() certSpec {
+	return certSpec{
 		Source:      &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "gw"}},
 		SourceKey:   keeperSource,
 		Ref:         secretRef{Namespace: "shop", Name: "gw-tls"},
