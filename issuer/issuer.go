@@ -100,6 +100,7 @@ func (i *Issuer) SetSigner(s Signer) error {
 	slot := &signerSlot{signer: s}
 	slot.bounded, _ = s.(Bounded)
 	slot.checker, _ = s.(ChainChecker)
+	slot.profiles, _ = s.(ProfileChecker)
 	if c, ok := s.(CSRSigner); ok {
 		slot.csr = c.NeedsCSR()
 	}
@@ -139,6 +140,11 @@ func (i *Issuer) Issue(ctx context.Context, req Request) (*Bundle, error) {
 	s := i.signer.Load()
 	if s == nil {
 		return nil, fail("%w", ErrNoCA)
+	}
+	if s.profiles != nil {
+		if err := s.profiles.CanIssue(req.Profile); err != nil {
+			return nil, fail("%w", err)
+		}
 	}
 	now := i.cfg.Clock.Now()
 	notBefore, notAfter, maxNotAfter, err := s.validity(now, i.cfg.Backdate, req.Duration)

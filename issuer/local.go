@@ -153,9 +153,13 @@ func (s *LocalSigner) Window() (notBefore, notAfter time.Time) { return s.notBef
 // Roots is the trust bundle of the CA state the signer was made from.
 func (s *LocalSigner) Roots() []*x509.Certificate { return s.roots }
 
+// CanIssue reports why the signing chain cannot issue profile p (its
+// usages are outside what the chain allows), nil when it can.
+func (s *LocalSigner) CanIssue(p Profile) error { return s.profileErr[p] }
+
 // Sign signs the template with the CA's signing key.
 func (s *LocalSigner) Sign(_ context.Context, req SignRequest) (*SignResponse, error) {
-	if err := s.profileErr[req.Profile]; err != nil {
+	if err := s.CanIssue(req.Profile); err != nil {
 		return nil, err
 	}
 	// CreateCertificate refuses a signing key that does not match the

@@ -89,10 +89,20 @@ type CSRSigner interface {
 }
 
 // signerSlot is a Signer with its capabilities looked up once.
+// ProfileChecker is a Signer that knows before signing which profiles it
+// cannot issue (a CA whose chain forbids the profile's usages): the
+// Issuer asks it before it generates a key, so a refused profile costs no
+// key and no signature.
+type ProfileChecker interface {
+	Signer
+	CanIssue(p Profile) error
+}
+
 type signerSlot struct {
-	signer  Signer
-	bounded Bounded      // nil when the signer has no window
-	checker ChainChecker // nil: the Issuer verifies the chain against roots
+	signer   Signer
+	bounded  Bounded        // nil when the signer has no window
+	checker  ChainChecker   // nil: the Issuer verifies the chain against roots
+	profiles ProfileChecker // nil: the signer finds out when it signs
 	csr     bool
 	// The trust bundle of a Rooted signer.
 	roots     []*x509.Certificate

@@ -332,3 +332,42 @@ func TestSetCAIsAtomic(t *testing.T) {
 	cancel()
 	wg.Wait()
 }
+
+// refusesProfile is a memSigner that knows up front it cannot issue one
+// profile.
+type refusesProfile struct {
+	*memSigner
+	no issuer.Profile
+}
+
+func (r refusesProfile) CanIssue(p issuer.Profile) error {
+	if p == r.no {
+		return fmt.Errorf("profile %s is not allowed by this chain", p)
+	}
+	return nil
+}
+
+// TestProfileRefusedBeforeSigning: a ProfileChecker's refusal comes before
+// the key is generated and the signer is asked; other profiles still sign.
+func TestProfileRefusedBeforeSigning(t *testing.T) {
+	m := &memSigner{ca: newMemCA(t, ca.Config{})}
+	iss, err := issuer.New(issuer.Config{Signer: refusesProfile{memSigner: m, no: issuer.ProfileGateway}})
+	gateway := workloadRequest("shop")
+	gateway.Profile = issuer.ProfileGateway
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = iss.Issue(context.Background(), gateway)
+	if err == nil || !strings.Contains(err.Error(), "not allowed by this chain") {
+		t.Fatalf("Issue of a refused profile: %v", err)
+	}
+	if n := m.calls.Load(); n != 0 {
+		t.Errorf("the signer was asked %d times for a profile it refuses up front", n)
+	}
+	if _, err := iss.Issue(context.Background(), workloadRequest("shop")); err != nil {
+		t.Fatal(err)
+	}
+	if n := m.calls.Load(); n != 1 {
+		t.Errorf("signer asked %d times, want 1", n)
+	}
+}
