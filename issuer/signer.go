@@ -103,7 +103,7 @@ type signerSlot struct {
 	bounded  Bounded        // nil when the signer has no window
 	checker  ChainChecker   // nil: the Issuer verifies the chain against roots
 	profiles ProfileChecker // nil: the signer finds out when it signs
-	csr     bool
+	csr      bool
 	// The trust bundle of a Rooted signer.
 	roots     []*x509.Certificate
 	rootPool  *x509.CertPool
