@@ -12,18 +12,19 @@ import (
 )
 
 // TestHelmInstall installs the chart the way users do, with helm itself,
-// which also renders NOTES.txt, then uninstalls it: the TLSContext CRD must
-// survive (helm.sh/resource-policy: keep), or every TLSContext in the
-// cluster would go with it.
+// which also renders NOTES.txt, then uninstalls it. The control plane
+// installed the TLSContext CRD from config/crd before any test, as a
+// helm-less install (make run) leaves it: the chart, with its default
+// crds.install=true, must find it, leave it alone (neither fail on it nor
+// adopt it) and say so; uninstalling must not delete it. The orders beside
+// Emissary's CRD are charts/emissary's tests.
 func TestHelmInstall(t *testing.T) {
 	env := testenv.Get(t)
 	ns := env.Namespace(t)
 	kube := []string{"--kubeconfig", env.Kubeconfig, "--namespace", ns}
-	// The control plane installed the CRD from config/crd before any test;
-	// --take-ownership lets the release adopt it, as it would adopt one an
-	// earlier, helm-less install left behind. The webhook configuration gets
-	// its own name so it cannot meet TestApply's.
-	install := append([]string{"install", "meshca", chartDir, "--take-ownership", "--set", "webhook.configurationName=meshca-helm-install"}, kube...)
+	// The webhook configuration gets its own name so it cannot meet
+	// TestApply's.
+	install := append([]string{"install", "meshca", chartDir, "--set", "webhook.configurationName=meshca-helm-install"}, kube...)
 	out, stderr, err := runHelm(t, install...)
 	if err != nil {
 		t.Fatalf("helm install: %v\n%s%s", err, out, stderr)
@@ -38,10 +39,19 @@ func TestHelmInstall(t *testing.T) {
 		"kubectl annotate tlscontext <name> meshca.io/issue=true",
 		"Secret " + ns + "/meshca-ca",
 		"failurePolicy is Fail",
+		"tlscontexts.getambassador.io was already there (owner: meshca)",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("helm install output lacks %q:\n%s", want, out)
 		}
+	}
+
+	var crd apiextensionsv1.CustomResourceDefinition
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: "tlscontexts.getambassador.io"}, &crd); err != nil {
+		t.Fatal(err)
+	}
+	if owner, ok := crd.Annotations["meta.helm.sh/release-name"]; ok {
+		t.Errorf("helm install adopted the CRD it found (release %q)", owner)
 	}
 
 	out, stderr, err = runHelm(t, append([]string{"uninstall", "meshca"}, kube...)...)
@@ -49,7 +59,6 @@ func TestHelmInstall(t *testing.T) {
 		t.Fatalf("helm uninstall: %v\n%s%s", err, out, stderr)
 	}
 	uninstalled = true
-	var crd apiextensionsv1.CustomResourceDefinition
 	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: "tlscontexts.getambassador.io"}, &crd); err != nil {
 		t.Fatalf("the TLSContext CRD is gone after helm uninstall: %v", err)
 	}

@@ -92,3 +92,47 @@ Settings whose default is "none" are left out when empty.
 {{- $a = append $a (printf "--leader-election-retry-period=%s" $v.leaderElection.retryPeriod) -}}
 {{- toYaml (concat $a $v.extraArgs) -}}
 {{- end -}}
+
+{{/*
+Whether this release renders the TLSContext CRD: "true" or "". With
+crds.install, when the cluster has no tlscontexts.getambassador.io, or has the
+one this release installed and it is still meshca's (no conversion webhook).
+Any other CRD of that name is someone else's, most often Emissary-ingress's
+(its CRDs convert v2 <-> v3alpha1 through a webhook), and is left alone:
+rendering it would make helm fail on install, or overwrite Emissary's CRD on
+upgrade. The rule is the same on install, upgrade and in NOTES.txt. lookup
+returns nothing in `helm template` and client-side --dry-run, so there the
+CRD renders whenever crds.install is true.
+*/}}
+{{- define "meshca.installCRD" -}}
+{{- if .Values.crds.install -}}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "tlscontexts.getambassador.io" -}}
+{{- if not $live -}}
+true
+{{- else -}}
+{{- $ann := $live.metadata.annotations | default dict -}}
+{{- $ours := and (eq (get $ann "meta.helm.sh/release-name") .Release.Name) (eq (get $ann "meta.helm.sh/release-namespace") .Release.Namespace) -}}
+{{- $conversion := dig "spec" "conversion" "strategy" "None" $live -}}
+{{- if and $ours (ne $conversion "Webhook") -}}
+true
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Who owns the TLSContext CRD found in the cluster, for NOTES.txt: the owner's
+Helm release, else its app.kubernetes.io/part-of label, else "unknown".
+*/}}
+{{- define "meshca.crdOwner" -}}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "tlscontexts.getambassador.io" -}}
+{{- $ann := dig "metadata" "annotations" dict $live -}}
+{{- $labels := dig "metadata" "labels" dict $live -}}
+{{- if eq (dig "spec" "conversion" "strategy" "None" $live) "Webhook" -}}
+{{- printf "its conversion webhook %s/%s" (dig "spec" "conversion" "webhook" "clientConfig" "service" "namespace" "?" $live) (dig "spec" "conversion" "webhook" "clientConfig" "service" "name" "?" $live) -}}
+{{- else if hasKey $ann "meta.helm.sh/release-name" -}}
+{{- printf "Helm release %s/%s" (get $ann "meta.helm.sh/release-namespace") (get $ann "meta.helm.sh/release-name") -}}
+{{- else -}}
+{{- printf "%s" (get $labels "app.kubernetes.io/part-of" | default "unknown") -}}
+{{- end -}}
+{{- end -}}
