@@ -136,3 +136,31 @@ Helm release, else its app.kubernetes.io/part-of label, else "unknown".
 {{- printf "%s" (get $labels "app.kubernetes.io/part-of" | default "unknown") -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Seconds in a Prometheus duration such as 2h, 7d or 1h30m (units s, m, h, d,
+w), for thresholds compared with timestamps in PromQL. values.schema.json
+admits only durations made of these units.
+*/}}
+{{- define "meshca.promSeconds" -}}
+{{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+[smhdw]" . -1 -}}
+{{- $n := regexFind "^[0-9]+" . | atoi -}}
+{{- $u := get $units (regexFind "[smhdw]$" .) -}}
+{{- $total = add $total (mul $n $u) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/*
+A PromQL series selector: the metric name, then the matchers given (a list;
+empty ones dropped) and prometheusRule.selector, in braces when any.
+Call with (dict "name" NAME "matchers" LIST "root" $).
+*/}}
+{{- define "meshca.promSeries" -}}
+{{- $m := list -}}
+{{- range .matchers }}{{ if . }}{{ $m = append $m . }}{{ end }}{{ end -}}
+{{- with .root.Values.prometheusRule.selector }}{{ $m = append $m . }}{{ end -}}
+{{- .name -}}{{- if $m }}{{ printf "{%s}" (join "," $m) }}{{ end -}}
+{{- end -}}
