@@ -1,13 +1,16 @@
 package charts_test
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
 
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/meshca/meshca/ca"
 	"github.com/meshca/meshca/internal/testenv"
 )
 
@@ -54,6 +57,33 @@ func TestHelmInstall(t *testing.T) {
 		t.Errorf("helm install adopted the CRD it found (release %q)", owner)
 	}
 
+	// meshca fills the webhook configuration's caBundle at run time; the
+	// chart leaves the field out so that helm upgrade keeps it.
+	ctx := context.Background()
+	bundle := testCABundle(t)
+	mwc, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "meshca-helm-install", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mwc.Webhooks[0].ClientConfig.CABundle = bundle
+	if _, err := env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Update(ctx, mwc, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	upgrade := append([]string{"upgrade", "meshca", chartDir, "--reuse-values", "--set", "webhook.timeoutSeconds=7"}, kube...)
+	if out, stderr, err := runHelm(t, upgrade...); err != nil {
+		t.Fatalf("helm upgrade: %v\n%s%s", err, out, stderr)
+	}
+	mwc, err = env.Clientset.AdmissionregistrationV1().MutatingWebhookConfigurations().Get(ctx, "meshca-helm-install", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := mwc.Webhooks[0].TimeoutSeconds; got == nil || *got != 7 {
+		t.Errorf("helm upgrade did not apply webhook.timeoutSeconds=7 (got %v)", got)
+	}
+	if !bytes.Equal(mwc.Webhooks[0].ClientConfig.CABundle, bundle) {
+		t.Errorf("helm upgrade changed the caBundle meshca wrote (%d bytes, want %d)", len(mwc.Webhooks[0].ClientConfig.CABundle), len(bundle))
+	}
+
 	out, stderr, err = runHelm(t, append([]string{"uninstall", "meshca"}, kube...)...)
 	if err != nil {
 		t.Fatalf("helm uninstall: %v\n%s%s", err, out, stderr)
@@ -65,4 +95,15 @@ func TestHelmInstall(t *testing.T) {
 	if crd.DeletionTimestamp != nil {
 		t.Fatal("helm uninstall is deleting the TLSContext CRD")
 	}
+}
+
+// testCABundle is the PEM root of a fresh CA, standing in for the bundle
+// meshca writes into the webhook configuration.
+func testCABundle(t *testing.T) []byte {
+	t.Helper()
+	c, err := ca.New(ca.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca.EncodeCertificatesPEM(c.Root)
 }
