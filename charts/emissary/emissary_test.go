@@ -81,9 +81,11 @@ func getCRD(t *testing.T, env *testenv.Env) *apiextensionsv1.CustomResourceDefin
 // install it, and waits until the API server serves it.
 func applyEmissaryCRD(t *testing.T, env *testenv.Env) {
 	t.Helper()
-	if out, err := env.Kubectl(t, "apply", "-f", emissaryCRD); err != nil {
+	out, err := env.Kubectl(t, "apply", "-f", emissaryCRD)
+	if err != nil {
 		t.Fatalf("kubectl apply -f %s: %v\n%s", emissaryCRD, err, out)
 	}
+	t.Logf("kubectl apply -f %s:\n%s", emissaryCRD, out)
 	if out, err := env.Kubectl(t, "wait", "--for=condition=Established", "--timeout=60s", "crd/"+crdName); err != nil {
 		t.Fatalf("Emissary's CRD not established: %v\n%s", err, out)
 	}
@@ -254,9 +256,18 @@ func meshcaFirst(t *testing.T, env *testenv.Env) {
 	crd = getCRD(t, env)
 	checkEmissarys(t, crd)
 	// Objects meshca's CRD stored as v3alpha1 are still there: Emissary's
-	// CRD keeps v3alpha1, so the API server still knows how to read them.
+	// CRD keeps v3alpha1, so the API server still reads them in v3alpha1
+	// (meshca's version) without a conversion.
 	if !slices.Contains(crd.Status.StoredVersions, "v3alpha1") {
 		t.Errorf("storedVersions = %v, want v3alpha1 kept", crd.Status.StoredVersions)
+	}
+	for _, v := range []string{"v3alpha1", "v2"} {
+		got := tlsContext(ns, "gw-"+v, "v3alpha1")
+		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(got), got); err != nil {
+			t.Errorf("read the TLSContext written as %s under meshca's CRD, as v3alpha1, after Emissary's CRD took over: %v", v, err)
+		} else if secret, _, _ := unstructured.NestedString(got.Object, "spec", "secret"); secret != "gw-"+v+"-tls" {
+			t.Errorf("TLSContext gw-%s reads back with spec.secret %q", v, secret)
+		}
 	}
 	// A second upgrade is as quiet as the first.
 	install(t, env, ns, "upgrade")
