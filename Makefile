@@ -12,7 +12,8 @@ KUBE_VERSION       := v1.37.2
 KUBE_BIN           := $(MESHCA_CACHE)/kube/$(KUBE_VERSION)/bin
 STATICCHECK_VERSION := v0.8.2
 VERSION            ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-GO_LDFLAGS         := -X main.version=$(VERSION)
+COMMIT             ?= $(shell git rev-parse HEAD 2>/dev/null)
+GO_LDFLAGS         := -X main.version=$(VERSION) -X main.commit=$(COMMIT)
 # Tests that start the control plane run one package at a time per core.
 TEST_FLAGS         ?= -race -timeout 15m
 FUZZTIME           ?= 20s
@@ -96,7 +97,7 @@ fuzz: ## Run every fuzz target for FUZZTIME each.
 	done
 
 image: ## Build the container image (needs a Docker engine; none runs on the dev machines).
-	docker build -t meshca:$(VERSION) .
+	docker build --build-arg VERSION=$(VERSION) --build-arg COMMIT=$(COMMIT) -t meshca:$(VERSION) .
 
 clean: ## Remove build output and the run state in .cache/ (not the shared tool cache).
 	rm -rf bin .cache

@@ -3,6 +3,7 @@ package ca_test
 import (
 	"bytes"
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,7 +95,6 @@ func TestStateFromSecretDataRejects(t *testing.T) {
 		"missing key":               {with("current.intermediate.key", nil), "current.intermediate.key missing"},
 		"bad state record":          {with("state.json", []byte("{")), "state.json"},
 		"state record mismatch":     {with("state.json", []byte(`{"version":1,"current":{"fingerprint":"00"}}`)), "records current CA 00"},
-		"state record future":       {with("state.json", []byte(`{"version":9}`)), "version 9"},
 		"record of missing slot":    {with("state.json", []byte(`{"version":1,"next":{"fingerprint":"00"}}`)), "next CA that the Secret does not hold"},
 		"partial next slot":         {with("next.root.crt", other.RootPEM), "next CA"},
 	}
@@ -112,6 +112,43 @@ func TestStateFromSecretDataRejects(t *testing.T) {
 				t.Errorf("error leaks key material: %q", err)
 			}
 		})
+	}
+}
+
+// TestStateFromSecretDataNewerFormat: a state record of a newer format
+// version (a downgrade) is refused as such, before the rest of the Secret is
+// read, so a newer layout is not reported as a broken CA.
+func TestStateFromSecretDataNewerFormat(t *testing.T) {
+	t.Parallel()
+	good, err := ca.NewState(newCA(t), "generated", epoch).SecretData()
+	if err != nil {
+		t.Fatal(err)
+	}
+	future := []byte(`{"version":9,"current":{"fingerprint":[1,2]}}`)
+	cases := map[string]map[string][]byte{
+		"same layout":   {"state.json": future, "current.root.crt": good["current.root.crt"], "current.intermediate.crt": good["current.intermediate.crt"], "current.intermediate.key": good["current.intermediate.key"]},
+		"other layout":  {"state.json": future, "authority-1.root.crt": good["current.root.crt"]},
+		"only a record": {"state.json": []byte(`{"version":2}`)},
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			_, err := ca.StateFromSecretData(data)
+			if !errors.Is(err, ca.ErrNewerFormat) || errors.Is(err, ca.ErrInvalidCA) {
+				t.Fatalf("err = %v, want ErrNewerFormat only", err)
+			}
+			if !strings.Contains(err.Error(), "format version") || !strings.Contains(err.Error(), "reads versions up to 1") {
+				t.Errorf("error %q does not name both versions", err)
+			}
+		})
+	}
+	// The version this binary writes, and older ones, are read.
+	for _, v := range []string{"0", "1"} {
+		d := maps.Clone(good)
+		d["state.json"] = []byte(`{"version":` + v + `}`)
+		if _, err := ca.StateFromSecretData(d); err != nil {
+			t.Errorf("version %s: %v", v, err)
+		}
 	}
 }
 

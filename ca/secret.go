@@ -39,7 +39,31 @@ var (
 	ErrAlreadyExists = errors.New("CA already exists")
 	// ErrConflict means the stored CA changed since it was read.
 	ErrConflict = errors.New("CA changed since it was read")
+	// ErrNewerFormat means the CA was stored by a newer meshca, in a format
+	// version this one does not know (a downgrade). Nothing is read from it
+	// and nothing may be written over it.
+	ErrNewerFormat = errors.New("CA stored by a newer meshca")
 )
+
+// checkFormat refuses a state record of a format version newer than
+// StateRecordVersion. It reads the version alone, before anything else of
+// the Secret, so that a newer layout (other keys, other fields) is refused
+// for what it is rather than reported as a broken CA.
+func checkFormat(js []byte) error {
+	var v struct {
+		Version int `json:"version"`
+	}
+	if err := json.Unmarshal(js, &v); err != nil {
+		return fmt.Errorf("%w: key %s: %w", ErrInvalidCA, KeyState, err)
+	}
+	if v.Version > StateRecordVersion {
+		return fmt.Errorf("%w: key %s has format version %d and this meshca reads versions up to %d: "+
+			"run the meshca that wrote it or a newer one; nothing was read or changed "+
+			"(do not delete the Secret: a new CA would replace the one every certificate chains to)",
+			ErrNewerFormat, KeyState, v.Version, StateRecordVersion)
+	}
+	return nil
+}
 
 // SecretData encodes the state in the CA Secret layout.
 func (s *State) SecretData() (map[string][]byte, error) {
@@ -104,9 +128,16 @@ func (r *StateRecord) setSlot(slot Slot, v *SlotRecord) {
 	}
 }
 
-// StateFromSecretData decodes the CA Secret layout. Errors wrap ErrInvalidCA
-// and name the offending key; they never include key material.
+// StateFromSecretData decodes the CA Secret layout. A state record of a newer
+// format version is refused first, with an error wrapping ErrNewerFormat;
+// other errors wrap ErrInvalidCA and name the offending key. They never
+// include key material.
 func StateFromSecretData(data map[string][]byte) (*State, error) {
+	if js, ok := data[KeyState]; ok {
+		if err := checkFormat(js); err != nil {
+			return nil, err
+		}
+	}
 	st := &State{}
 	for _, slot := range Slots {
 		c, err := slotFromData(data, slot)
@@ -126,9 +157,6 @@ func StateFromSecretData(data map[string][]byte) (*State, error) {
 	if js, ok := data[KeyState]; ok {
 		if err := json.Unmarshal(js, &st.Record); err != nil {
 			return nil, fmt.Errorf("%w: key %s: %w", ErrInvalidCA, KeyState, err)
-		}
-		if st.Record.Version > StateRecordVersion {
-			return nil, fmt.Errorf("%w: key %s has version %d, this meshca understands up to %d", ErrInvalidCA, KeyState, st.Record.Version, StateRecordVersion)
 		}
 	}
 	st.Record.Version = StateRecordVersion

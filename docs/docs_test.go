@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meshca/meshca/internal/metricdecl"
 )
 
 // root is the module root, relative to this package's folder.
@@ -287,129 +289,6 @@ func stringConsts(t *testing.T, dir string, keep func(name, value string) bool) 
 	return out
 }
 
-// metric is one Prometheus collector as the Go source declares it.
-type metric struct {
-	name   string
-	labels []string
-}
-
-// declaredMetrics finds prometheus.New<Kind>[Vec](prometheus.<Kind>Opts{...},
-// []string{...}) calls and builds each full name the way
-// prometheus.BuildFQName does (namespace_subsystem_name).
-func declaredMetrics(t *testing.T, dir string) []metric {
-	t.Helper()
-	var out []metric
-	for _, f := range goFiles(t, dir) {
-		ast.Inspect(f, func(n ast.Node) bool {
-			call, ok := n.(*ast.CallExpr)
-			if !ok || len(call.Args) == 0 {
-				return true
-			}
-			sel, ok := call.Fun.(*ast.SelectorExpr)
-			if !ok || !strings.HasPrefix(sel.Sel.Name, "New") {
-				return true
-			}
-			// A collector's prometheus.NewDesc("name", help, labels, ...).
-			if lit, ok := call.Args[0].(*ast.BasicLit); ok && sel.Sel.Name == "NewDesc" && lit.Kind == token.STRING && len(call.Args) > 2 {
-				m := metric{}
-				m.name, _ = strconv.Unquote(lit.Value)
-				if labels, ok := call.Args[2].(*ast.CompositeLit); ok {
-					for _, elt := range labels.Elts {
-						if l, ok := elt.(*ast.BasicLit); ok {
-							v, _ := strconv.Unquote(l.Value)
-							m.labels = append(m.labels, v)
-						}
-					}
-				}
-				out = append(out, m)
-				return true
-			}
-			opts, ok := call.Args[0].(*ast.CompositeLit)
-			if !ok {
-				return true
-			}
-			typ, ok := opts.Type.(*ast.SelectorExpr)
-			if !ok || !strings.HasSuffix(typ.Sel.Name, "Opts") {
-				return true
-			}
-			parts := map[string]string{}
-			for _, elt := range opts.Elts {
-				kv, ok := elt.(*ast.KeyValueExpr)
-				if !ok {
-					continue
-				}
-				key, _ := kv.Key.(*ast.Ident)
-				lit, _ := kv.Value.(*ast.BasicLit)
-				if key == nil || lit == nil || lit.Kind != token.STRING {
-					continue
-				}
-				parts[key.Name], _ = strconv.Unquote(lit.Value)
-			}
-			var name []string
-			for _, k := range []string{"Namespace", "Subsystem", "Name"} {
-				if parts[k] != "" {
-					name = append(name, parts[k])
-				}
-			}
-			m := metric{name: strings.Join(name, "_")}
-			if len(call.Args) > 1 {
-				if labels, ok := call.Args[1].(*ast.CompositeLit); ok {
-					for _, elt := range labels.Elts {
-						if lit, ok := elt.(*ast.BasicLit); ok {
-							l, _ := strconv.Unquote(lit.Value)
-							m.labels = append(m.labels, l)
-						}
-					}
-				}
-			}
-			out = append(out, m)
-			return true
-		})
-	}
-	return out
-}
-
-// goPackages returns every folder of meshca's module, relative to root,
-// that holds a non-test Go file: not testdata, not hidden folders, not
-// folders of other modules (those with their own go.mod, such as the tool
-// pins under hack/).
-func goPackages(t *testing.T) []string {
-	t.Helper()
-	seen := map[string]bool{}
-	err := filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			name := d.Name()
-			if path != root && (strings.HasPrefix(name, ".") || name == "testdata" || name == "bin") {
-				return filepath.SkipDir
-			}
-			if _, err := os.Stat(filepath.Join(path, "go.mod")); path != root && err == nil {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if strings.HasSuffix(path, ".go") && !strings.HasSuffix(path, "_test.go") {
-			rel, err := filepath.Rel(root, filepath.Dir(path))
-			if err != nil {
-				return err
-			}
-			seen[rel] = true
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for dir := range seen {
-		out = append(out, dir)
-	}
-	slices.Sort(out)
-	return out
-}
-
 // TestMetricsInMetricsDoc fails when a metric registered anywhere in
 // meshca's module has no row in metrics.md, when its row misses a label,
 // or when metrics.md has a row for a metric no longer registered.
@@ -417,27 +296,30 @@ func TestMetricsInMetricsDoc(t *testing.T) {
 	rows := tableRows(readDoc(t, "metrics.md"), "`meshca_")
 	declared := map[string]bool{}
 	byDir := map[string]int{}
-	for _, dir := range goPackages(t) {
-		for _, m := range declaredMetrics(t, dir) {
-			byDir[dir]++
-			if m.name == "" {
-				t.Errorf("%s: a metric whose name is not a string literal; the docs test cannot read it", dir)
-				continue
-			}
-			declared[m.name] = true
-			if !strings.HasPrefix(m.name, "meshca_") {
-				t.Errorf("%s: metric %q does not start with meshca_", dir, m.name)
-			}
-			row, ok := rows[m.name]
-			if !ok {
-				t.Errorf("metrics.md: no row for %s (declared in %s)", m.name, dir)
-				continue
-			}
-			line := strings.Join(row, "|")
-			for _, l := range m.labels {
-				if !strings.Contains(line, "`"+l+"`") {
-					t.Errorf("metrics.md: row of %s does not name its label `%s`", m.name, l)
-				}
+	metrics, err := metricdecl.Module(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range metrics {
+		dir := m.Dir
+		byDir[dir]++
+		if m.Name == "" {
+			t.Errorf("%s: a metric whose name is not a string literal; the docs test cannot read it", dir)
+			continue
+		}
+		declared[m.Name] = true
+		if !strings.HasPrefix(m.Name, "meshca_") {
+			t.Errorf("%s: metric %q does not start with meshca_", dir, m.Name)
+		}
+		row, ok := rows[m.Name]
+		if !ok {
+			t.Errorf("metrics.md: no row for %s (declared in %s)", m.Name, dir)
+			continue
+		}
+		line := strings.Join(row, "|")
+		for _, l := range m.Labels {
+			if !strings.Contains(line, "`"+l+"`") {
+				t.Errorf("metrics.md: row of %s does not name its label `%s`", m.Name, l)
 			}
 		}
 	}

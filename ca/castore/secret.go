@@ -35,8 +35,9 @@ func (s Secret) name() string {
 func (s Secret) String() string { return "secret " + s.Namespace + "/" + s.name() }
 
 // Load reads the State. It returns an error wrapping ca.ErrNotFound when the
-// Secret does not exist, and one wrapping ca.ErrInvalidCA when it exists but
-// cannot be used.
+// Secret does not exist, one wrapping ca.ErrNewerFormat when a newer meshca
+// wrote it (a downgrade), and one wrapping ca.ErrInvalidCA when it exists
+// but cannot be used otherwise.
 func (s Secret) Load(ctx context.Context) (*ca.State, error) {
 	sec, err := s.Client.CoreV1().Secrets(s.Namespace).Get(ctx, s.name(), metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -46,6 +47,10 @@ func (s Secret) Load(ctx context.Context) (*ca.State, error) {
 		return nil, fmt.Errorf("load CA from %s: %w", s, err)
 	}
 	st, err := ca.StateFromSecretData(sec.Data)
+	if errors.Is(err, ca.ErrNewerFormat) {
+		// A downgrade: the Secret is sound, this binary is too old for it.
+		return nil, fmt.Errorf("load CA from %s: %w", s, err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("load CA from %s (meshca never replaces an existing CA; fix or delete the Secret): %w", s, err)
 	}

@@ -3,6 +3,8 @@ package castore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -225,5 +227,68 @@ func TestSecretSave(t *testing.T) {
 	}
 	if roots := got.Roots(); len(roots) != 2 {
 		t.Errorf("bundle has %d roots, want current and next", len(roots))
+	}
+}
+
+// TestLoadRefusesNewerFormat is a downgrade: the CA Secret was written by a
+// newer meshca (state.json of a format version this binary does not know,
+// maybe with keys it has never heard of). Load and LoadOrCreate refuse it
+// with an error that says so and does not advise deleting the Secret, and
+// the Secret is left exactly as it was: no replacement CA, no rewrite.
+func TestLoadRefusesNewerFormat(t *testing.T) {
+	t.Parallel()
+	env := testenv.Get(t)
+	good, err := ca.NewState(newCA(t), "generated", epoch).SecretData()
+	if err != nil {
+		t.Fatal(err)
+	}
+	newer := fmt.Sprintf(`{"version":%d,"current":{"fingerprint":"not-read"},"slots":["a","b"]}`, ca.StateRecordVersion+1)
+	cases := map[string]map[string][]byte{
+		// Today's layout with a newer state record.
+		"same keys": replaced(good, ca.KeyState, []byte(newer)),
+		// A newer layout whose CA keys this binary would not find: refused
+		// as a newer format, not as a Secret without a CA.
+		"other keys": {ca.KeyState: []byte(newer), "slot-a.root.crt": good["current.root.crt"]},
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			ctx := context.Background()
+			ns := env.Namespace(t)
+			sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: ca.DefaultSecretName, Namespace: ns}, Data: data}
+			created, err := env.Clientset.CoreV1().Secrets(ns).Create(ctx, sec, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			store := castore.Secret{Client: env.Clientset, Namespace: ns}
+			_, loadErr := store.Load(ctx)
+			_, createErr := store.LoadOrCreate(ctx, ca.Config{})
+			for what, err := range map[string]error{"Load": loadErr, "LoadOrCreate": createErr} {
+				if !errors.Is(err, ca.ErrNewerFormat) {
+					t.Fatalf("%s = %v, want ErrNewerFormat", what, err)
+				}
+				msg := err.Error()
+				for _, want := range []string{
+					"secret " + ns + "/meshca-ca",
+					fmt.Sprintf("format version %d and this meshca reads versions up to %d", ca.StateRecordVersion+1, ca.StateRecordVersion),
+					"run the meshca that wrote it or a newer one",
+					"do not delete the Secret",
+				} {
+					if !strings.Contains(msg, want) {
+						t.Errorf("%s error %q does not say %q", what, msg, want)
+					}
+				}
+				if strings.Contains(msg, "fix or delete") {
+					t.Errorf("%s error advises deleting a sound CA Secret: %q", what, msg)
+				}
+			}
+			now, err := env.Clientset.CoreV1().Secrets(ns).Get(ctx, ca.DefaultSecretName, metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if now.ResourceVersion != created.ResourceVersion || !reflect.DeepEqual(now.Data, data) {
+				t.Error("the CA Secret of a newer meshca was changed")
+			}
+		})
 	}
 }

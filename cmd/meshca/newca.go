@@ -26,7 +26,8 @@ func loadCA(ctx context.Context, store castore.Secret, cs kubernetes.Interface, 
 		return st, nil
 	}
 	if !errors.Is(err, ca.ErrNotFound) {
-		return nil, fmt.Errorf("load CA from %s: %w", store, err)
+		// Load's error names the Secret already.
+		return nil, err
 	}
 	if !o.allowNewCA {
 		left, err := managedSecrets(ctx, cs, o, store)

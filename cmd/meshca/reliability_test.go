@@ -73,6 +73,14 @@ func TestServeCASecretProblems(t *testing.T) {
 	rootCrt, _, _, _ := ca.SlotKeys(ca.SlotCurrent)
 	corrupt[rootCrt] = []byte("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
 
+	// A downgrade: the Secret of a newer meshca, a format this one does
+	// not know.
+	newer := map[string][]byte{}
+	for k, v := range good {
+		newer[k] = v
+	}
+	newer[ca.KeyState] = []byte(fmt.Sprintf(`{"version":%d}`, ca.StateRecordVersion+1))
+
 	cases := map[string]struct {
 		caData   map[string][]byte // nil: no CA Secret
 		orphan   bool              // a managed Secret of an earlier CA exists
@@ -86,6 +94,8 @@ func TestServeCASecretProblems(t *testing.T) {
 		"gone, certificates remain":      {orphan: true, wantExit: true, wantLog: "--allow-new-ca"},
 		"gone, --allow-new-ca":           {orphan: true, extra: []string{"--allow-new-ca"}},
 		"first start":                    {},
+		"written by a newer meshca": {caData: newer, wantExit: true,
+			wantLog: fmt.Sprintf("/meshca-ca: CA stored by a newer meshca: key state.json has format version %d and this meshca reads versions up to %d", ca.StateRecordVersion+1, ca.StateRecordVersion)},
 	}
 	for name, tc := range cases {
 		t.Run(name, func(t *testing.T) {

@@ -8,8 +8,14 @@ import (
 	"github.com/spf13/cobra"
 )
 
-// version is set at build time: -ldflags "-X main.version=v1.2.3".
-var version = "dev"
+// version and commit are set at build time: -ldflags "-X main.version=v1.2.3
+// -X main.commit=<git commit>" (the Dockerfile, make build, hack/node). An
+// empty commit falls back to the commit Go records when it builds in a git
+// checkout.
+var (
+	version = "dev"
+	commit  = ""
+)
 
 func newVersionCommand() *cobra.Command {
 	return &cobra.Command{
@@ -17,8 +23,11 @@ func newVersionCommand() *cobra.Command {
 		Short: "Print meshca's version, commit and Go version",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
-			commit, dirty := "unknown", ""
-			if info, ok := debug.ReadBuildInfo(); ok {
+			commit, dirty := commit, ""
+			if commit == "" {
+				commit = "unknown"
+			}
+			if info, ok := debug.ReadBuildInfo(); ok && commit == "unknown" {
 				for _, s := range info.Settings {
 					switch s.Key {
 					case "vcs.revision":

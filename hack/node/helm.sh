@@ -27,7 +27,9 @@ version=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo de
 image=localhost/meshca:$version
 
 t=$(ms)
-CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$work/meshca" ./cmd/meshca
+commit=$(git rev-parse HEAD 2>/dev/null || true)
+# The Dockerfile's build line, with its VERSION and COMMIT build args.
+CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X main.version=$version -X main.commit=$commit" -o "$work/meshca" ./cmd/meshca
 go run ./hack/node/mkimage -name "$image" -bin "$work/meshca" -path /meshca -o "$work/meshca.tar"
 image_ms=$(($(ms) - t))
 echo "== image $image ($(du -h "$work/meshca.tar" | cut -f1)) built in ${image_ms} ms"

@@ -47,8 +47,10 @@ var (
 	current    atomic.Pointer[Env]
 	nsSeq      atomic.Int64
 	mainCalled atomic.Bool
-	startOnce  sync.Once
-	startErr   error
+	// noCRDs: MainWithoutCRDs asked for a control plane without meshca's CRDs.
+	noCRDs    atomic.Bool
+	startOnce sync.Once
+	startErr  error
 )
 
 // RepoRoot returns the root of the meshca checkout holding this file.
@@ -80,6 +82,15 @@ func Main(m *testing.M) {
 	os.Exit(Run(m))
 }
 
+// MainWithoutCRDs is Main for a package whose tests install CRDs
+// themselves: its control plane starts without meshca's CRDs (config/crd),
+// so a test can put Emissary's TLSContext CRD there first, or let the Helm
+// chart create it.
+func MainWithoutCRDs(m *testing.M) {
+	noCRDs.Store(true)
+	os.Exit(Run(m))
+}
+
 // Run is Main without the exit: it returns the exit code, so that a
 // TestMain can remove what it set up for the package before exiting.
 func Run(m *testing.M) int {
@@ -105,7 +116,8 @@ func testingShort() bool {
 	return false
 }
 
-// Start starts a control plane with meshca's CRDs installed. Most tests use
+// Start starts a control plane with meshca's CRDs installed (unless the
+// package's TestMain is MainWithoutCRDs). Most tests use
 // Main and Get instead.
 func Start() (*Env, error) {
 	bin := BinDir()
@@ -131,6 +143,9 @@ func Start() (*Env, error) {
 		CRDDirectoryPaths:     []string{filepath.Join(RepoRoot(), "config", "crd")},
 		ErrorIfCRDPathMissing: true,
 		Scheme:                Scheme,
+	}
+	if noCRDs.Load() {
+		env.CRDDirectoryPaths, env.ErrorIfCRDPathMissing = nil, false
 	}
 	// Hardened clusters (OpenShift among them) enforce that whoever sets
 	// blockOwnerDeletion on an owner reference may update the owner's

@@ -92,3 +92,75 @@ Settings whose default is "none" are left out when empty.
 {{- $a = append $a (printf "--leader-election-retry-period=%s" $v.leaderElection.retryPeriod) -}}
 {{- toYaml (concat $a $v.extraArgs) -}}
 {{- end -}}
+
+{{/*
+Whether this release renders the TLSContext CRD: "true" or "". With
+crds.install, when the cluster has no tlscontexts.getambassador.io, or has the
+one this release installed and it is still meshca's (no conversion webhook).
+Any other CRD of that name is someone else's, most often Emissary-ingress's
+(its CRDs convert v2 <-> v3alpha1 through a webhook), and is left alone:
+rendering it would make helm fail on install, or overwrite Emissary's CRD on
+upgrade. The rule is the same on install, upgrade and in NOTES.txt. lookup
+returns nothing in `helm template` and client-side --dry-run, so there the
+CRD renders whenever crds.install is true.
+*/}}
+{{- define "meshca.installCRD" -}}
+{{- if .Values.crds.install -}}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "tlscontexts.getambassador.io" -}}
+{{- if not $live -}}
+true
+{{- else -}}
+{{- $ann := $live.metadata.annotations | default dict -}}
+{{- $ours := and (eq (get $ann "meta.helm.sh/release-name") .Release.Name) (eq (get $ann "meta.helm.sh/release-namespace") .Release.Namespace) -}}
+{{- $conversion := dig "spec" "conversion" "strategy" "None" $live -}}
+{{- if and $ours (ne $conversion "Webhook") -}}
+true
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Who owns the TLSContext CRD found in the cluster, for NOTES.txt: the owner's
+Helm release, else its app.kubernetes.io/part-of label, else "unknown".
+*/}}
+{{- define "meshca.crdOwner" -}}
+{{- $live := lookup "apiextensions.k8s.io/v1" "CustomResourceDefinition" "" "tlscontexts.getambassador.io" -}}
+{{- $ann := dig "metadata" "annotations" dict $live -}}
+{{- $labels := dig "metadata" "labels" dict $live -}}
+{{- if eq (dig "spec" "conversion" "strategy" "None" $live) "Webhook" -}}
+{{- printf "its conversion webhook %s/%s" (dig "spec" "conversion" "webhook" "clientConfig" "service" "namespace" "?" $live) (dig "spec" "conversion" "webhook" "clientConfig" "service" "name" "?" $live) -}}
+{{- else if hasKey $ann "meta.helm.sh/release-name" -}}
+{{- printf "Helm release %s/%s" (get $ann "meta.helm.sh/release-namespace") (get $ann "meta.helm.sh/release-name") -}}
+{{- else -}}
+{{- printf "%s" (get $labels "app.kubernetes.io/part-of" | default "unknown") -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Seconds in a Prometheus duration such as 2h, 7d or 1h30m (units s, m, h, d,
+w), for thresholds compared with timestamps in PromQL. values.schema.json
+admits only durations made of these units.
+*/}}
+{{- define "meshca.promSeconds" -}}
+{{- $units := dict "s" 1 "m" 60 "h" 3600 "d" 86400 "w" 604800 -}}
+{{- $total := 0 -}}
+{{- range regexFindAll "[0-9]+[smhdw]" . -1 -}}
+{{- $n := regexFind "^[0-9]+" . | atoi -}}
+{{- $u := get $units (regexFind "[smhdw]$" .) -}}
+{{- $total = add $total (mul $n $u) -}}
+{{- end -}}
+{{- $total -}}
+{{- end -}}
+
+{{/*
+A PromQL series selector: the metric name, then the matchers given (a list;
+empty ones dropped) and prometheusRule.selector, in braces when any.
+Call with (dict "name" NAME "matchers" LIST "root" $).
+*/}}
+{{- define "meshca.promSeries" -}}
+{{- $m := list -}}
+{{- range .matchers }}{{ if . }}{{ $m = append $m . }}{{ end }}{{ end -}}
+{{- with .root.Values.prometheusRule.selector }}{{ $m = append $m . }}{{ end -}}
+{{- .name -}}{{- if $m }}{{ printf "{%s}" (join "," $m) }}{{ end -}}
+{{- end -}}
