@@ -26,8 +26,9 @@
 #            saw the TLSContext's certificate.
 #
 #  nonroot  containers running as a random non-root UID, with and without
-#            an fsGroup, read tls.key from the Secret the webhook mounts (the
-#            file modes and owners the kubelet gives it are printed).
+#            an fsGroup, read tls.key from the Secret the webhook mounts, and
+#            one that asks for defaultMode 0400 without an fsGroup is refused
+#            (the modes and owners the kubelet gives the file are asserted).
 #
 # STORY="helm upstream gateway nonroot" (the default) chooses the steps; a
 # step needs the ones before it. make node-helm runs STORY=helm. Prints the timings of
@@ -391,7 +392,8 @@ fi
 # Workloads as users write them: any UID, with or without an fsGroup. The
 # webhook mounts the Secret with the kubelet's default mode (0644) unless the
 # workload declares the volume meshca-tls itself (the webhook keeps its
-# defaultMode); an fsGroup makes the files group-readable by it.
+# defaultMode); an fsGroup makes the files group-readable by it, and a 0400
+# key without one is root's alone.
 uid=$((20000 + RANDOM % 40000))
 fsgroup=$((20000 + RANDOM % 40000))
 reader() { # name pod-securityContext volumes
@@ -423,16 +425,24 @@ reader reader-uid "{runAsNonRoot: true, runAsUser: $uid, runAsGroup: $uid}" "[]"
 reader reader-fsgroup "{runAsNonRoot: true, runAsUser: $uid, runAsGroup: $uid, fsGroup: $fsgroup}" "[]"
 reader reader-0400 "{runAsNonRoot: true, runAsUser: $uid, runAsGroup: $uid, fsGroup: $fsgroup}" \
 	"[{name: meshca-tls, secret: {secretName: reader-0400-meshca-tls, defaultMode: 0400}}]"
-declare -A want_mode=([reader-uid]="644 0:0" [reader-fsgroup]="644 0:$fsgroup" [reader-0400]="440 0:$fsgroup")
-for r in reader-uid reader-fsgroup reader-0400; do
+reader reader-0400-no-fsgroup "{runAsNonRoot: true, runAsUser: $uid, runAsGroup: $uid}" \
+	"[{name: meshca-tls, secret: {secretName: reader-0400-no-fsgroup-meshca-tls, defaultMode: 0400}}]"
+# name: mode and owner of tls.key, and whether uid $uid may read it
+declare -A want=([reader-uid]="644 0:0 read" [reader-fsgroup]="644 0:$fsgroup read"
+	[reader-0400]="440 0:$fsgroup read" [reader-0400-no-fsgroup]="400 0:0 refused")
+for r in reader-uid reader-fsgroup reader-0400 reader-0400-no-fsgroup; do
 	kubectl -n demo rollout status "deployment/$r" --timeout=2m >/dev/null || fail "deployment $r did not roll out"
-	wait_for "$r's output" 30 bash -c "'$kube_bin/kubectl' --kubeconfig '$d/kubeconfig' -n demo logs deployment/$r | grep -q -- '-----BEGIN'" || true
+	wait_for "$r's output" 30 bash -c "'$kube_bin/kubectl' --kubeconfig '$d/kubeconfig' -n demo logs deployment/$r | grep -q -e '-----BEGIN' -e 'Permission denied'" || true
 	out=$(kubectl -n demo logs "deployment/$r")
 	grep -q "^uid=$uid " <<<"$out" || fail "$r does not run as $uid: $out"
-	grep -qx -- '-----BEGIN PRIVATE KEY-----' <<<"$out" || fail "$r (uid $uid) could not read tls.key: $out"
 	mode=$(sed -n 2p <<<"$out")
-	[[ $mode == "${want_mode[$r]}" ]] || fail "$r: tls.key has mode and owner $mode, want ${want_mode[$r]}"
-	echo "OK: $r reads /var/run/meshca/tls/tls.key as uid $uid (mode, owner: $mode; $(head -1 <<<"$out"))"
+	if grep -qx -- '-----BEGIN PRIVATE KEY-----' <<<"$out"; then got="$mode read"
+	elif grep -q 'tls.key.*Permission denied' <<<"$out"; then got="$mode refused"
+	else fail "$r: neither the key nor a refusal: $out"; fi
+	[[ $got == "${want[$r]}" ]] || fail "$r: tls.key $got, want ${want[$r]}"
+	verdict="reads it"
+	[[ $got == *refused ]] && verdict="is refused, as expected"
+	echo "OK: $r: tls.key is $mode (mode, owner); uid $uid $verdict ($(head -1 <<<"$out"))"
 done
-took "nonroot: 3 Deployments to tls.key read" $(($(ms) - t0))
+took "nonroot: 4 Deployments to tls.key read or refused" $(($(ms) - t0))
 result=0
