@@ -51,11 +51,15 @@ lint: ## go vet, gofmt and staticcheck (checks named in staticcheck.conf), with 
 		sc=$$(hack/go-tool.sh staticcheck honnef.co/go/tools/cmd/staticcheck $(STATICCHECK_VERSION)); \
 		"$$sc" ./... && "$$sc" -tags stepca ./...
 
-test: kube lint ## Every test: lint, then unit and integration tests with -race on the real control plane.
+test: kube lint ## Every test: lint, unit and integration tests with -race on the real control plane, then (as root) make e2e-node.
 	@echo ">> go test $(TEST_FLAGS) ./... (control plane from $(KUBE_BIN))"
 	go test $(TEST_FLAGS) ./...
 	@echo ">> go test -tags stepca: meshca serve --issuer=stepca against a real step-ca"
 	go test $(TEST_FLAGS) -tags stepca -run '^TestServeStepCA' ./cmd/meshca
+	@# The story on a real node needs root (mounts, cgroups, iptables); CI runs as root.
+	@if [[ $$(id -u) == 0 ]]; then echo ">> make e2e-node: the Helm release, examples/ and a gateway on a real node"; \
+		$(MAKE) --no-print-directory e2e-node; \
+	else echo ">> make e2e-node skipped: the node needs root"; fi
 
 unit: ## Only the tests that need no control plane (-short).
 	go test -short $(TEST_FLAGS) ./...
