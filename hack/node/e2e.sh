@@ -139,7 +139,7 @@ took "node up (nothing to Node Ready + ServiceAccount)" $(($(ms) - t))
 # No --wait: the timings below are the chart's own, measured from here.
 t0=$(ms)
 helm install meshca charts/meshca --namespace "$ns" --create-namespace \
-	--set image.repository=localhost/meshca --set image.tag="$version" --set image.pullPolicy=Never
+	--set image.repository=localhost/meshca --set-string image.tag="$version" --set image.pullPolicy=Never
 took "helm install (returns)" $(($(ms) - t0))
 
 ready_pods() {
