@@ -66,14 +66,14 @@ func TestImageVersion(t *testing.T) {
 		})
 	}
 
-	// hack/node/helm.sh stamps the same variables.
-	sh, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "hack", "node", "helm.sh"))
+	// hack/node/e2e.sh stamps the same variables.
+	sh, err := os.ReadFile(filepath.Join(testenv.RepoRoot(), "hack", "node", "e2e.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"-X main.version=$version", "-X main.commit=$commit", "CGO_ENABLED=0 go build -trimpath"} {
 		if !strings.Contains(string(sh), want) {
-			t.Errorf("hack/node/helm.sh builds meshca without %q", want)
+			t.Errorf("hack/node/e2e.sh builds meshca without %q", want)
 		}
 	}
 }
