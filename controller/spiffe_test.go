@@ -1,7 +1,6 @@
 package controller
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,7 +71,7 @@ func TestUpstreamAuthorizesGatewayBySPIFFEID(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The server's log says why a handshake failed.
-	refusals := &syncBuffer{}
+	refusals := &testenv.LockedBuffer{}
 	srv := &http.Server{
 		Handler:           http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "upstream") }),
 		TLSConfig:         tlsconfig.MTLSServerConfig(svid(up), bundle(up), tlsconfig.AuthorizeID(gatewayID)),
@@ -121,22 +119,4 @@ func TestUpstreamAuthorizesGatewayBySPIFFEID(t *testing.T) {
 		t.Errorf("the neighbour was refused, but not by the ID authorizer: %q", why)
 	}
 	t.Logf("gateway %s: accepted; neighbour %s: refused (%s)", gatewayID, svid(other).ID, strings.TrimSpace(why))
-}
-
-// syncBuffer is a bytes.Buffer safe for a server's log and a test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
