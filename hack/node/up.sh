@@ -26,6 +26,13 @@ if pid_of kube-apiserver >/dev/null || pid_of kubelet >/dev/null; then
 	die "a node from $NODE_DIR is already running; run hack/node/down.sh first"
 fi
 if [[ -d $NODE_DIR/saved ]]; then
+	# down.sh removes every KUBE-* chain: with another node's kubelet or
+	# kube-proxy alive, those chains may be its, not ours.
+	for other in kubelet kube-proxy; do
+		if pgrep -x "$other" >/dev/null; then
+			die "$NODE_DIR/saved exists (a down that did not finish), but a $other that is not this node's runs: not cleaning up beside it; stop it, then run hack/node/down.sh"
+		fi
+	done
 	log "$NODE_DIR/saved exists: the last down did not finish; running it now"
 	"$here/down.sh"
 fi
