@@ -52,6 +52,7 @@ type ServingCertificate struct {
 	Metrics *Metrics
 
 	keeper *certKeeper
+	spec   certSpec
 }
 
 // Start keeps the certificate current until ctx is done.
@@ -79,7 +80,7 @@ func (s *ServingCertificate) Start(ctx context.Context) error {
 // look.
 func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) {
 	if s.keeper == nil {
-		s.keeper = s.newKeeper()
+		s.keeper, s.spec = s.newKeeper()
 	}
 	// Nothing is written before the first bundle: on a new leader that is
 	// the CA Secret as its CA rotator reads it, not as it was at start.
@@ -87,25 +88,7 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 	if err != nil {
 		return 0, err
 	}
-	var dns []string
-	var ips []net.IP
-	for _, n := range s.Names {
-		if ip := net.ParseIP(n); ip != nil {
-			ips = append(ips, ip)
-		} else {
-			dns = append(dns, n)
-		}
-	}
-	ref := secretRef{s.Namespace, s.Name}
-	kept, err := s.keeper.keep(ctx, certSpec{
-		// The Secret stands for meshca: the Events are on it.
-		Source:      &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}},
-		SourceKey:   sourceKey(holderKindMeshca, s.Namespace, "webhook"),
-		Ref:         ref,
-		Profile:     issuer.ProfileServing,
-		DNSNames:    dns,
-		IPAddresses: ips,
-	}, trust)
+	kept, err := s.keeper.keep(ctx, s.spec, trust)
 	if err != nil {
 		return 0, fmt.Errorf("webhook serving certificate: %w", err)
 	}
@@ -115,14 +98,14 @@ func (s *ServingCertificate) ensure(ctx context.Context) (time.Duration, error) 
 		return s.Retry, nil
 	}
 	if kept.Issued {
-		log.FromContext(ctx).Info("webhook serving certificate issued", "secret", ref.String(), "reason", kept.Reason, "serial", kept.Serial)
+		log.FromContext(ctx).Info("webhook serving certificate issued", "secret", s.spec.Ref.String(), "reason", kept.Reason, "serial", kept.Serial)
 	}
 	return kept.After, nil
 }
 
 // newKeeper fills the defaults and builds the keeper of meshca's own
-// certificate.
-func (s *ServingCertificate) newKeeper() *certKeeper {
+// certificate and what it keeps, which does not change while meshca runs.
+func (s *ServingCertificate) newKeeper() (*certKeeper, certSpec) {
 	if s.Clock == nil {
 		s.Clock = clock.RealClock{}
 	}
@@ -141,6 +124,24 @@ func (s *ServingCertificate) newKeeper() *certKeeper {
 	if rec == nil {
 		rec = noEvents{}
 	}
+	var dns []string
+	var ips []net.IP
+	for _, n := range s.Names {
+		if ip := net.ParseIP(n); ip != nil {
+			ips = append(ips, ip)
+		} else {
+			dns = append(dns, n)
+		}
+	}
+	spec := certSpec{
+		// The Secret stands for meshca: the Events are on it.
+		Source:      &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: s.Namespace, Name: s.Name}},
+		SourceKey:   sourceKey(holderKindMeshca, s.Namespace, "webhook"),
+		Ref:         secretRef{s.Namespace, s.Name},
+		Profile:     issuer.ProfileServing,
+		DNSNames:    dns,
+		IPAddresses: ips,
+	}
 	return &certKeeper{
 		// No reserved Secrets: this writer keeps one of them.
 		secrets:    &secretWriter{client: readThrough{s.Client, reader}, reader: reader, metrics: m},
@@ -150,7 +151,7 @@ func (s *ServingCertificate) newKeeper() *certKeeper {
 		clock:      s.Clock,
 		namespaces: reader,
 		meshcaOwn:  true,
-	}
+	}, spec
 }
 
 // noEvents records nothing.

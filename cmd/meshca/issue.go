@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -13,15 +12,9 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/meshca/meshca/ca"
+	"github.com/meshca/meshca/controller"
 	"github.com/meshca/meshca/issuer"
 )
-
-// certificateIssuer is what the CLI needs from an issuer backend.
-type certificateIssuer interface {
-	Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error)
-}
-
-var _ certificateIssuer = (*issuer.Issuer)(nil)
 
 func newIssueCommand() *cobra.Command {
 	var (
@@ -53,7 +46,7 @@ func newIssueCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var iss certificateIssuer
+			var iss controller.Issuer
 			iss, err = issuer.NewLocal(issuer.LocalConfig{
 				CA:     ca.NewState(c, ca.SourceDir, c.Intermediate.NotBefore),
 				Policy: issuer.OperatorPolicy(),
