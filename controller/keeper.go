@@ -186,6 +186,9 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certSpec, trust *authority.
 			return keepResult{}, err
 		}
 	}
+	// Read before signing: a certificate's NotAfter is at least this plus
+	// the requested duration unless the CA cut it short (dueAtOnce).
+	asked := k.clock.Now()
 	b, err := k.issuer.Issue(ctx, issuer.Request{
 		Profile:      w.Profile,
 		Namespace:    w.Source.GetNamespace(),
@@ -212,7 +215,7 @@ func (k *certKeeper) keepOnce(ctx context.Context, w certSpec, trust *authority.
 		return keepResult{}, err
 	}
 	renewAt := rotator.RenewalTime(b.Leaf.NotBefore, b.Leaf.NotAfter, policy, b.Leaf.SerialNumber.Bytes())
-	if k.dueAtOnce(w, b.Leaf, renewAt) {
+	if k.dueAtOnce(w, b.Leaf, asked, renewAt) {
 		// Written, it would be renewed at once, and again, for as long as
 		// the object asks: the certificate is dropped instead.
 		k.metrics.Rejected.WithLabelValues("spec").Inc()
@@ -257,12 +260,15 @@ const minRenewalShare = 10
 // renewal would make another at once. Only what the object asked for is
 // refused: with the daemon's defaults, or a lifetime cut short by a CA
 // near its end, the certificate is kept.
-func (k *certKeeper) dueAtOnce(w certSpec, leaf *x509.Certificate, renewAt time.Time) bool {
+func (k *certKeeper) dueAtOnce(w certSpec, leaf *x509.Certificate, asked, renewAt time.Time) bool {
 	if w.Duration <= 0 && w.RenewBefore <= 0 {
 		return false
 	}
 	now := k.clock.Now()
-	if w.Duration > 0 && leaf.NotAfter.Before(now.Add(w.Duration-time.Second)) {
+	// Measured from asked, the time before signing: measured from now, a
+	// signing slower than a second (a loaded machine) made every
+	// certificate look cut short, and a looping spec was written.
+	if w.Duration > 0 && leaf.NotAfter.Before(asked.Add(w.Duration-time.Second)) {
 		return false // cut short by the CA, not by the object
 	}
 	lifetime := leaf.NotAfter.Sub(leaf.NotBefore)

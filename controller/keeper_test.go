@@ -337,3 +337,36 @@ func mustSnapshot(t *testing.T, tr *authority.Trust) *authority.Snapshot {
 	}
 	return s
 }
+
+// slowIssuer signs as the wrapped issuer does, the clock moving by delay
+// while it does: a loaded machine.
+type slowIssuer struct {
+	Issuer
+	clk   *clocktesting.FakeClock
+	delay time.Duration
+}
+
+func (s slowIssuer) Issue(ctx context.Context, req issuer.Request) (*issuer.Bundle, error) {
+	b, err := s.Issuer.Issue(ctx, req)
+	s.clk.Step(s.delay)
+	return b, err
+}
+
+// TestTooShortRefusedWhenSigningIsSlow: a duration too short to outlive its
+// renewal is refused however long the signing took (seen in CI: a signing
+// slower than a second made the certificate look cut short by the CA, and
+// it was written).
+func TestTooShortRefusedWhenSigningIsSlow(t *testing.T) {
+	t.Parallel()
+	w := newKeeperWorld(t)
+	w.k.issuer = slowIssuer{Issuer: w.k.issuer, clk: w.clk, delay: 3 * time.Second}
+	w.duration = 30 * time.Second
+	kept, err := w.k.keep(context.Background(), w.wish(), mustSnapshot(t, w.trust))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(w.rec.reasons, ","); got != "Warning InvalidSpec" {
+		t.Errorf("events %q, want InvalidSpec", got)
+	}
+	noSecret(t, w, kept.After)
+}
